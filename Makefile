@@ -1,0 +1,44 @@
+# The course's commands. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TF ?= auto
+DATA_DIR ?= data/generated/sample
+SCENE_SIZE ?= 2048
+SEED ?= 42
+OUTPUTS ?= outputs
+export VENV TF
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: help env data course test lint lab bench clean
+
+help:  ## list the commands
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml tools/setup_env.sh
+	@tools/setup_env.sh
+
+env: $(VENV)/.installed  ## create .venv if missing and install the course into it
+
+data: env  ## generate the offline sample region into data/generated/sample
+	@$(PY) -m helpers.sample_data --out $(DATA_DIR) --size $(SCENE_SIZE) --seed $(SEED)
+
+course: data  ## execute every notebook headless with its defaults, copies + HTML under outputs/
+	@$(PY) tools/run_notebooks.py --out $(OUTPUTS)
+
+lint: env  ## ruff on helpers, tests, tools, benchmarks and notebooks
+	@$(PY) -m ruff check .
+
+test: lint  ## the whole test suite: unit, notebooks with small parameters, structure
+	@$(PY) -m pytest
+
+lab: data  ## JupyterLab on the course
+	@$(VENV)/bin/jupyter lab notebooks/
+
+bench: data  ## benchmarks -> JSON under benchmarks/results/
+	@$(PY) benchmarks/run_all.py --out benchmarks/results
+
+clean:  ## remove outputs/ and the generated data (keeps .venv)
+	rm -rf $(OUTPUTS) data/generated

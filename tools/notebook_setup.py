@@ -1,0 +1,109 @@
+"""The one Setup cell every course notebook starts with, and a command to keep notebooks in sync.
+
+The cell works in three places: on Colab it clones the course, installs only what Colab lacks and
+enables the custom widget manager (needed by ipyleaflet); in a local JupyterLab or under
+``make course`` it finds the ``helpers`` package next to ``notebooks/``; everywhere it ends with an
+environment check (versions, Keras backend, GPU) that says what to do when something is missing.
+
+    python tools/notebook_setup.py          # rewrite the Setup cell of every notebook
+    python tools/notebook_setup.py --check  # exit 1 if a notebook's Setup cell differs
+
+tests/test_notebook_structure.py fails when a notebook's Setup cell is not this one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+MARKER = "# Setup: the same cell in every notebook"
+
+
+def repository_url() -> str:
+    """The course's public repository, read from pyproject.toml so it is written in one place."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return project["urls"]["Repository"].rstrip("/")
+
+
+def colab_badge(notebook_name: str) -> str:
+    """Markdown for the "Open in Colab" badge of a notebook."""
+    owner_repo = repository_url().split("github.com/", 1)[1]
+    url = f"https://colab.research.google.com/github/{owner_repo}/blob/main/notebooks/{notebook_name}"
+    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
+
+
+def setup_cell() -> str:
+    """Source of the Setup cell."""
+    url = repository_url()
+    name = url.rsplit("/", 1)[1]
+    return f'''{MARKER} (tools/notebook_setup.py writes it).
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+IN_COLAB = "google.colab" in sys.modules
+if IN_COLAB:
+    course = Path("/content/{name}")
+    if not course.exists():
+        subprocess.run(["git", "clone", "--depth", "1", "{url}", str(course)], check=True)
+    # Colab ships TensorFlow, Keras, NumPy, SciPy and matplotlib: install only what it lacks.
+    wanted = {{"rasterio": "rasterio", "shapely": "shapely", "pyproj": "pyproj",
+              "skimage": "scikit-image", "matplotlib_scalebar": "matplotlib-scalebar",
+              "ipyleaflet": "ipyleaflet"}}
+    missing = [pkg for module, pkg in wanted.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
+    os.chdir(course / "notebooks")
+    from google.colab import output
+
+    output.enable_custom_widget_manager()  # interactive maps (ipyleaflet) need it on Colab
+
+# The course's `helpers` package lives next to notebooks/; make it importable without installing.
+if Path("../helpers/__init__.py").is_file() and str(Path("..").resolve()) not in sys.path:
+    sys.path.insert(0, str(Path("..").resolve()))
+
+from helpers.env import check_environment
+
+check_environment()  # versions, Keras backend and GPU, with advice when something is off'''
+
+
+def sync(check: bool = False) -> list[Path]:
+    """Rewrite (or, with check=True, only list) the notebooks whose Setup cell differs."""
+    import nbformat
+
+    expected = setup_cell()
+    differ = []
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        cells = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith(MARKER)]
+        if len(cells) != 1:
+            raise SystemExit(f"{path.name}: expected exactly one Setup cell starting with {MARKER!r}")
+        if cells[0].source != expected:
+            differ.append(path)
+            if not check:
+                cells[0].source = expected
+                nbformat.write(nb, path)
+    return differ
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Keep every notebook's Setup cell identical.")
+    parser.add_argument("--check", action="store_true", help="only report, exit 1 on a difference")
+    args = parser.parse_args(argv)
+    differ = sync(check=args.check)
+    for path in differ:
+        print(f"{'differs' if args.check else 'updated'}: {path.relative_to(ROOT)}")
+    return 1 if (args.check and differ) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
