@@ -1,4 +1,4 @@
-"""environment.yml (conda) and pyproject.toml (pip) must list the same packages and version ranges."""
+"""environment.yml (conda) and pyproject.toml (pip) list the same packages and version ranges."""
 
 from __future__ import annotations
 
@@ -38,8 +38,10 @@ def pyproject_requirements() -> dict[str, SpecifierSet]:
             continue
         name = PYPI_TO_CONDA.get(_normalise(req.name), _normalise(req.name))
         if name in out and out[name] != req.specifier:
-            pytest.fail(f"pyproject.toml lists {name} twice with different ranges: "
-                        f"{out[name]} and {req.specifier}")
+            pytest.fail(
+                f"pyproject.toml lists {name} twice with different ranges: "
+                f"{out[name]} and {req.specifier}"
+            )
         out[name] = req.specifier
     return out
 
@@ -91,5 +93,6 @@ def test_cpu_extra_installs_the_cpu_tensorflow_build_on_linux():
     mac = {"sys_platform": "darwin", "platform_machine": "arm64"}
     assert [r.name for r in cpu if r.marker.evaluate(linux)] == ["tensorflow-cpu"]
     assert [r.name for r in cpu if r.marker.evaluate(mac)] == ["tensorflow"]
-    assert not any(_normalise(Requirement(r).name).startswith("tensorflow")
-                   for r in project["dependencies"]), "TensorFlow belongs in the cpu/gpu extras"
+    assert not any(
+        _normalise(Requirement(r).name).startswith("tensorflow") for r in project["dependencies"]
+    ), "TensorFlow belongs in the cpu/gpu extras"

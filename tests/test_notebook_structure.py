@@ -24,8 +24,13 @@ def _read(path: Path) -> nbformat.NotebookNode:
 
 
 def _headings(nb) -> list[str]:
-    return [line.lstrip("#").strip() for c in nb.cells if c.cell_type == "markdown"
-            for line in c.source.splitlines() if line.startswith("#")]
+    return [
+        line.lstrip("#").strip()
+        for c in nb.cells
+        if c.cell_type == "markdown"
+        for line in c.source.splitlines()
+        if line.startswith("#")
+    ]
 
 
 def test_notebooks_are_numbered_from_00_without_gaps():
@@ -44,8 +49,11 @@ def notebook(request):
 def test_valid_and_committed_without_outputs(notebook):
     nb = _read(notebook)
     nbformat.validate(nb)
-    dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"
-             and (c.outputs or c.execution_count is not None)]
+    dirty = [
+        i
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code" and (c.outputs or c.execution_count is not None)
+    ]
     assert not dirty, f"{notebook.name}: cells {dirty} keep outputs; clear them before committing"
     assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
 
@@ -92,8 +100,11 @@ def test_one_parameters_cell_of_upper_case_assignments(notebook):
 
 
 def test_setup_cell_is_the_shared_one(notebook):
-    setup = [c for c in _read(notebook).cells
-             if c.cell_type == "code" and c.source.startswith(notebook_setup.MARKER)]
+    setup = [
+        c
+        for c in _read(notebook).cells
+        if c.cell_type == "code" and c.source.startswith(notebook_setup.MARKER)
+    ]
     assert len(setup) == 1, f"{notebook.name}: one Setup cell (python tools/notebook_setup.py)"
     assert setup[0].source == notebook_setup.setup_cell(), (
         f"{notebook.name}: Setup cell differs; run `python tools/notebook_setup.py`"

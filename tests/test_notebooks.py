@@ -1,5 +1,5 @@
 """Execute every course notebook headless with small parameters, as `make course` does with its
-defaults. A notebook without an entry in NOTEBOOK_PARAMETERS fails here: give it small parameters."""
+defaults. A notebook without an entry in NOTEBOOK_PARAMETERS fails here: give it small ones."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import run_notebooks  # noqa: E402
-
 from helpers.sample_data import ensure_sample_region  # noqa: E402
 
 NOTEBOOKS = run_notebooks.discover()
@@ -20,8 +19,12 @@ SEED = 42
 
 
 def _region_and_figures(ctx: dict, name: str) -> dict:
-    return {"DATA_DIR": str(ctx["region"]), "SCENE_SIZE": SMALL_SCENE, "SEED": SEED,
-            "OUTPUT_DIR": str(ctx["out"] / "figures" / name)}
+    return {
+        "DATA_DIR": str(ctx["region"]),
+        "SCENE_SIZE": SMALL_SCENE,
+        "SEED": SEED,
+        "OUTPUT_DIR": str(ctx["out"] / "figures" / name),
+    }
 
 
 # Small parameters per notebook; each notebook's own defaults are what `make course` runs.

@@ -20,7 +20,11 @@ def _write_notebook(path: Path, *sources: str, parameters: str | None = None) ->
         cells.append(nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}))
     cells += [nbformat.v4.new_code_cell(s) for s in sources]
     nb = nbformat.v4.new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nbformat.write(nb, path)
     return path
 
@@ -28,14 +32,19 @@ def _write_notebook(path: Path, *sources: str, parameters: str | None = None) ->
 def test_discover_finds_numbered_notebooks_in_order(tmp_path):
     for name in ["01_b.ipynb", "00_a.ipynb", "scratch.ipynb", "10_c.ipynb"]:
         _write_notebook(tmp_path / name, "1")
-    assert [p.name for p in run_notebooks.discover(tmp_path)] == ["00_a.ipynb", "01_b.ipynb",
-                                                                  "10_c.ipynb"]
+    assert [p.name for p in run_notebooks.discover(tmp_path)] == [
+        "00_a.ipynb",
+        "01_b.ipynb",
+        "10_c.ipynb",
+    ]
 
 
 def test_parameters_are_injected_and_outputs_written(tmp_path):
-    nb = _write_notebook(tmp_path / "00_demo.ipynb",
-                         "from pathlib import Path\nPath('seen.txt').write_text(str(SIZE * 2))",
-                         parameters="SIZE = 1")
+    nb = _write_notebook(
+        tmp_path / "00_demo.ipynb",
+        "from pathlib import Path\nPath('seen.txt').write_text(str(SIZE * 2))",
+        parameters="SIZE = 1",
+    )
     run = run_notebooks.run_notebook(nb, tmp_path / "out", {"SIZE": 21})
     # the notebook runs in its own folder, like in JupyterLab
     assert (tmp_path / "seen.txt").read_text() == "42"

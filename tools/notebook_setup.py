@@ -35,7 +35,9 @@ def repository_url() -> str:
 def colab_badge(notebook_name: str) -> str:
     """Markdown for the "Open in Colab" badge of a notebook."""
     owner_repo = repository_url().split("github.com/", 1)[1]
-    url = f"https://colab.research.google.com/github/{owner_repo}/blob/main/notebooks/{notebook_name}"
+    url = (
+        f"https://colab.research.google.com/github/{owner_repo}/blob/main/notebooks/{notebook_name}"
+    )
     return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
 
 
@@ -86,7 +88,9 @@ def sync(check: bool = False) -> list[Path]:
         nb = nbformat.read(path, as_version=4)
         cells = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith(MARKER)]
         if len(cells) != 1:
-            raise SystemExit(f"{path.name}: expected exactly one Setup cell starting with {MARKER!r}")
+            raise SystemExit(
+                f"{path.name}: expected exactly one Setup cell starting with {MARKER!r}"
+            )
         if cells[0].source != expected:
             differ.append(path)
             if not check:

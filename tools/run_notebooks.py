@@ -7,7 +7,8 @@
 
 Each notebook runs with ``notebooks/`` as its working directory, exactly as in JupyterLab, with
 parameters injected by papermill after the cell tagged ``parameters``. The executed copy goes to
-``<out>/notebooks/``, an HTML export to ``<out>/html/`` and the wall times to ``<out>/run_summary.json``.
+``<out>/notebooks/``, an HTML export to ``<out>/html/`` and the wall times to
+``<out>/run_summary.json``.
 A failing notebook stops the run with a message naming the notebook and the cell; its executed copy,
 error included, is still written so the traceback can be read in context.
 """
@@ -108,7 +109,9 @@ def run_notebook(
 
     notebook = Path(notebook).resolve()
     if not notebook.is_file():
-        raise FileNotFoundError(f"notebook {notebook} does not exist; `ls notebooks/` lists the course")
+        raise FileNotFoundError(
+            f"notebook {notebook} does not exist; `ls notebooks/` lists the course"
+        )
     out_dir = Path(out_dir).resolve()
     executed = out_dir / "notebooks" / notebook.name
     executed.parent.mkdir(parents=True, exist_ok=True)
@@ -150,8 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every numbered notebook")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs", help="output folder")
-    parser.add_argument("-p", "--parameter", action="append", type=parse_parameter, default=[],
-                        metavar="NAME=VALUE", help="parameter for every notebook (repeatable)")
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        action="append",
+        type=parse_parameter,
+        default=[],
+        metavar="NAME=VALUE",
+        help="parameter for every notebook (repeatable)",
+    )
     parser.add_argument("--no-html", action="store_true", help="skip the HTML export")
     args = parser.parse_args(argv)
 
@@ -172,11 +182,15 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         runs.append(run)
         print(f"ok ({run.seconds:.1f} s)", flush=True)
-    summary = {"total_seconds": round(time.perf_counter() - total, 1),
-               "notebooks": [asdict(r) | {"seconds": round(r.seconds, 1)} for r in runs]}
+    summary = {
+        "total_seconds": round(time.perf_counter() - total, 1),
+        "notebooks": [asdict(r) | {"seconds": round(r.seconds, 1)} for r in runs],
+    }
     _atomic_write_text(Path(args.out) / "run_summary.json", json.dumps(summary, indent=2) + "\n")
-    print(f"{len(runs)} notebooks executed in {summary['total_seconds']:.0f} s; "
-          f"executed copies in {Path(args.out) / 'notebooks'}, HTML in {Path(args.out) / 'html'}")
+    print(
+        f"{len(runs)} notebooks executed in {summary['total_seconds']:.0f} s; "
+        f"executed copies in {Path(args.out) / 'notebooks'}, HTML in {Path(args.out) / 'html'}"
+    )
     return 0
 
 

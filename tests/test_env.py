@@ -1,0 +1,171 @@
+"""Tests for helpers.env: the Setup-cell environment report and its advice."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+import sys
+import types
+
+import pytest
+
+from helpers import env
+
+
+@pytest.fixture(scope="module")
+def report() -> env.EnvironmentReport:
+    # One real check per test module: it imports Keras and its backend (a few seconds).
+    return env.check_environment()
+
+
+def test_report_fields_are_populated(report):
+    import keras
+    import numpy
+    import rasterio
+
+    assert report.python == platform.python_version()
+    assert report.packages["numpy"] == numpy.__version__
+    assert report.packages["rasterio"] == rasterio.__version__
+    assert set(report.packages) >= {"shapely", "pyproj", "scikit-image", "matplotlib", "keras"}
+    assert all(report.packages.values())  # everything the course needs is installed here
+    assert report.gdal == rasterio.__gdal_version__
+    assert report.keras_backend == keras.config.backend()
+    if report.keras_backend == "tensorflow":
+        import tensorflow as tf
+
+        assert report.tensorflow == tf.__version__
+    assert report.on_colab is False
+    assert report.requirements["numpy"].startswith(">=")
+    assert report.ok, report.problems
+
+
+def test_report_renders_as_text_table_html_and_json(report):
+    text = str(report)
+    lines = text.splitlines()
+    assert lines[0].split() == ["item", "version", "/", "value", "required"]
+    assert any(line.startswith("numpy ") and report.packages["numpy"] in line for line in lines)
+    assert "Keras backend" in text and "GPUs" in text
+    page = report._repr_html_()
+    assert page.startswith("<table>") and "<td style='text-align:left'>numpy</td>" in page
+    assert "&gt;=" in page  # specifiers are escaped
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["ok"] is True and data["device"] in ("CPU", "GPU")
+
+
+def test_no_gpu_gives_cpu_advice(monkeypatch):
+    monkeypatch.setattr(env, "_gpus", lambda backend: [])
+    monkeypatch.setattr(env, "_has_nvidia_driver", lambda: False)
+    report = env.check_environment()
+    assert report.gpus == [] and report.device == "CPU"
+    assert env.NO_GPU_ADVICE in report.advice
+    assert "Runtime > Change runtime type > GPU" in str(report)
+    assert report.ok  # a CPU is enough to follow the course
+
+
+def test_gpu_present_gives_no_cpu_advice(monkeypatch):
+    monkeypatch.setattr(env, "_gpus", lambda backend: ["NVIDIA T4"])
+    report = env.check_environment()
+    assert report.device == "GPU" and "NVIDIA T4" in str(report)
+    assert env.NO_GPU_ADVICE not in report.advice
+
+
+def test_driver_without_gpu_build_is_explained(monkeypatch):
+    monkeypatch.setattr(env, "_gpus", lambda backend: [])
+    monkeypatch.setattr(env, "_has_nvidia_driver", lambda: True)
+    monkeypatch.setattr(env, "_keras_backend", lambda: "tensorflow")
+    report = env.check_environment()
+    assert any(".[gpu]" in line for line in report.advice)
+
+
+def test_too_old_package_is_a_problem_with_upgrade_advice(monkeypatch):
+    real = env._installed_version
+
+    def fake(distributions):
+        return "1.20.0" if distributions == ("numpy",) else real(distributions)
+
+    monkeypatch.setattr(env, "_installed_version", fake)
+    report = env.check_environment()
+    assert not report.ok
+    (problem,) = report.problems
+    assert problem.startswith("numpy 1.20.0 is too old")
+    assert "pip install --upgrade 'numpy>=1.26" in problem
+    assert problem in report.advice
+    assert "PROBLEMS" in str(report)
+
+
+def test_missing_package_is_a_problem(monkeypatch):
+    real = env._installed_version
+    monkeypatch.setattr(env, "_installed_version", lambda d: None if d == ("pyproj",) else real(d))
+    report = env.check_environment()
+    assert report.packages["pyproj"] is None
+    assert any(p.startswith("pyproj is not installed") for p in report.problems)
+    assert "not installed" in str(report)
+
+
+@pytest.mark.parametrize(
+    ("name", "version", "spec", "expected"),
+    [
+        ("numpy", "1.26.0", ">=1.26,<3", None),
+        ("numpy", "1.25.2", ">=1.26,<3", "numpy 1.25.2 is too old (need >=1.26,<3)"),
+        ("numpy", "3.0.0", ">=1.26,<3", "numpy 3.0.0 is not supported (need >=1.26,<3)"),
+        ("keras", "3.3.0rc1", ">=3.3", "keras 3.3.0rc1 is too old"),
+        ("tensorflow", "2.21.0", ">=2.16,<2.22", None),
+        ("python", "3.9.18", ">=3.10,<3.13", "Python 3.9.18 is not supported"),
+        ("pyproj", "3.7.0", "", None),
+        ("pyproj", "not-a-version", ">=3.6", None),
+    ],
+)
+def test_version_comparison(name, version, spec, expected):
+    problem = env._version_problem(name, version, spec)
+    if expected is None:
+        assert problem is None
+    else:
+        assert problem is not None and problem.startswith(expected)
+
+
+def test_requirements_come_from_the_installed_distribution():
+    try:
+        declared = importlib.metadata.requires(env.DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("the course package is not installed")
+    requirements = env._requirements()
+    numpy_line = next(line for line in declared if line.startswith("numpy"))
+    for clause in numpy_line[len("numpy") :].split(","):
+        assert clause.strip() in requirements["numpy"].split(",")
+    assert "tensorflow" in requirements and "tensorflow-cpu" not in requirements
+    assert requirements["numpy"].startswith(">=")  # lower bound first, as people write it
+
+
+def test_requirements_fall_back_when_not_installed(monkeypatch):
+    monkeypatch.setattr(env, "DISTRIBUTION", "no-such-distribution-here")
+    assert env._requirements() == env.FALLBACK_REQUIREMENTS
+
+
+def test_colab_is_detected(monkeypatch):
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    assert env._on_colab() is True
+
+
+def test_gpu_listing_imports_only_the_active_backend(monkeypatch):
+    fake_torch = types.ModuleType("torch")
+    fake_torch.cuda = types.SimpleNamespace(
+        is_available=lambda: True, device_count=lambda: 1, get_device_name=lambda i: "Fake GPU"
+    )
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    assert env._gpus("torch") == ["Fake GPU"]
+
+    fake_jax = types.ModuleType("jax")
+    fake_jax.devices = lambda: [
+        types.SimpleNamespace(platform="cpu", __str__=lambda self: "cpu"),
+        types.SimpleNamespace(platform="gpu"),
+    ]
+    monkeypatch.setitem(sys.modules, "jax", fake_jax)
+    assert len(env._gpus("jax")) == 1
+    assert env._gpus(None) == []
+
+
+def test_broken_gpu_probe_does_not_stop_the_check(monkeypatch):
+    broken = types.ModuleType("torch")  # no .cuda attribute -> AttributeError inside
+    monkeypatch.setitem(sys.modules, "torch", broken)
+    assert env._gpus("torch") == []

@@ -1,0 +1,424 @@
+"""Tests for helpers.raster: reading, describing, stretches, indices and the error messages."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from conftest import SCENE_BANDS, synthetic_reflectance, write_geotiff
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rasterio.transform import array_bounds
+from rasterio.windows import Window
+
+from helpers import raster
+from helpers.raster import MissingCRSError, RasterError
+
+# --------------------------------------------------------------------------------------------
+# describe / RasterInfo
+# --------------------------------------------------------------------------------------------
+
+
+def test_describe_reports_geometry_bands_and_layout(scene_path):
+    info = raster.describe(scene_path)
+    assert (info.width, info.height, info.count) == (64, 64, 4)
+    assert info.dtype == "uint16"
+    assert info.crs.to_epsg() == 32633
+    assert info.crs_units == "metre"
+    assert info.resolution == (1.0, 1.0)
+    assert info.bounds == rasterio.coords.BoundingBox(500000, 3999936, 500064, 4000000)
+    assert info.transform == Affine(1, 0, 500000, 0, -1, 4000000)
+    assert info.nodata == 0
+    assert info.band_names == SCENE_BANDS
+    assert info.block_shapes == ((32, 32),) * 4
+    assert info.compression == "deflate"
+    assert info.overviews == [2, 4]
+    assert info.area_km2 == pytest.approx(64 * 64 / 1e6)
+
+
+def test_describe_falls_back_to_numbered_band_names_and_no_area_without_crs(make_geotiff):
+    path = make_geotiff("plain.tif", data=np.ones((2, 8, 8), "uint8"), crs=None, blocksize=None)
+    info = raster.describe(path)
+    assert info.band_names == ("band_1", "band_2")
+    assert info.crs is None and info.crs_units is None and info.area_km2 is None
+    assert info.overviews == []
+
+
+def test_describe_geographic_crs_has_degree_units_and_no_area(make_geotiff):
+    path = make_geotiff(
+        "geo.tif",
+        data=np.ones((1, 8, 8), "uint8"),
+        crs="EPSG:4326",
+        transform=Affine(0.001, 0, 30.0, 0, -0.001, -1.0),
+    )
+    info = raster.describe(path)
+    assert info.crs_units == "degree"
+    assert info.area_km2 is None
+
+
+def test_raster_info_str_is_aligned_key_value_lines(scene_path):
+    text = str(raster.describe(scene_path))
+    lines = text.splitlines()
+    assert all(" : " in line for line in lines)
+    # every separator in the same column
+    assert len({line.index(" : ") for line in lines}) == 1
+    assert "1=blue, 2=green, 3=red, 4=nir" in text
+    assert "EPSG:32633" in text
+    assert "1 x 1 m" in text
+
+
+def test_raster_info_to_dict_round_trips_through_json(scene_path):
+    info = raster.describe(scene_path)
+    data = json.loads(json.dumps(info.to_dict()))
+    assert data["crs"] == "EPSG:32633"
+    assert data["band_names"] == list(SCENE_BANDS)
+    assert data["transform"] == [1.0, 0.0, 500000.0, 0.0, -1.0, 4000000.0]
+    assert data["bounds"]["top"] == 4000000.0
+    assert data["overviews"] == [2, 4]
+
+
+def test_to_dict_handles_nan_nodata(make_geotiff):
+    path = make_geotiff("f.tif", data=np.zeros((1, 4, 4), "float32"), nodata=float("nan"))
+    json.dumps(raster.describe(path).to_dict(), allow_nan=False)
+
+
+# --------------------------------------------------------------------------------------------
+# open_raster errors
+# --------------------------------------------------------------------------------------------
+
+
+def test_missing_file_names_the_path(tmp_path):
+    path = tmp_path / "nope.tif"
+    with pytest.raises(FileNotFoundError, match="nope.tif"):
+        raster.open_raster(path)
+
+
+def test_missing_generated_file_says_how_to_generate(tmp_path):
+    path = tmp_path / "data" / "generated" / "sample" / "scene_2021.tif"
+    with pytest.raises(FileNotFoundError) as excinfo:
+        raster.describe(path)
+    assert "make data" in str(excinfo.value)
+    assert "python -m helpers.sample_data" in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("notes.txt", "just some notes\n"),
+        ("settlements.geojson", '{"type": "FeatureCollection", "features": []}'),
+    ],
+)
+def test_non_raster_file_raises_raster_error(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(RasterError, match="GDAL cannot read .* as a raster") as excinfo:
+        raster.read(path)
+    assert name in str(excinfo.value)
+    assert isinstance(excinfo.value, ValueError)
+
+
+def test_folder_is_not_a_raster(tmp_path):
+    with pytest.raises(RasterError, match="folder"):
+        raster.open_raster(tmp_path)
+
+
+def test_require_crs_raises_missing_crs_error_with_fix(make_geotiff):
+    path = make_geotiff("nocrs.tif", crs=None)
+    with raster.open_raster(path) as ds:  # fine without require_crs
+        assert ds.crs is None
+    with pytest.raises(MissingCRSError) as excinfo:
+        raster.open_raster(path, require_crs=True)
+    message = str(excinfo.value)
+    assert "nocrs.tif" in message and "rio edit-info --crs" in message
+    assert isinstance(excinfo.value, RasterError)
+
+
+def test_open_raster_is_a_context_manager(scene_path):
+    with raster.open_raster(scene_path, require_crs=True) as ds:
+        assert ds.count == 4
+    assert ds.closed
+
+
+def test_ensure_crs(scene_path):
+    assert raster.ensure_crs("EPSG:32633").to_epsg() == 32633
+    with pytest.raises(MissingCRSError, match="scene.tif"):
+        raster.ensure_crs(None, scene_path)
+
+
+# --------------------------------------------------------------------------------------------
+# resolve_bands
+# --------------------------------------------------------------------------------------------
+
+
+def test_resolve_bands_accepts_none_ints_names_and_mixes():
+    assert raster.resolve_bands(None, SCENE_BANDS) == [1, 2, 3, 4]
+    assert raster.resolve_bands(4, SCENE_BANDS) == [4]
+    assert raster.resolve_bands("NIR", SCENE_BANDS) == [4]
+    assert raster.resolve_bands(["nir", "Red", 2], SCENE_BANDS) == [4, 3, 2]
+    assert raster.resolve_bands((np.int64(1),), SCENE_BANDS) == [1]
+
+
+def test_resolve_bands_out_of_range_lists_choices_and_file():
+    with pytest.raises(RasterError) as excinfo:
+        raster.resolve_bands([1, 5], SCENE_BANDS, path="data/scene.tif")
+    assert str(excinfo.value).startswith(
+        "bands: band 5 is out of range for scene.tif, which has 4 bands "
+        "(1=blue, 2=green, 3=red, 4=nir)"
+    )
+    with pytest.raises(RasterError, match="band 0 is out of range"):
+        raster.resolve_bands(0, SCENE_BANDS)
+
+
+def test_resolve_bands_unknown_name_lists_choices():
+    with pytest.raises(RasterError, match=r"no band named 'swir'.*1=blue, 2=green, 3=red, 4=nir"):
+        raster.resolve_bands("swir", SCENE_BANDS)
+
+
+@pytest.mark.parametrize("bad", [[True], [1.5], [None]])
+def test_resolve_bands_rejects_other_types(bad):
+    with pytest.raises(TypeError, match="bands"):
+        raster.resolve_bands(bad, SCENE_BANDS)
+
+
+def test_resolve_bands_rejects_empty_selection():
+    with pytest.raises(RasterError, match="empty"):
+        raster.resolve_bands([], SCENE_BANDS)
+
+
+# --------------------------------------------------------------------------------------------
+# read / read_decimated
+# --------------------------------------------------------------------------------------------
+
+
+def test_read_returns_bands_rows_cols_in_requested_order(scene_path):
+    full = raster.read(scene_path)
+    assert full.shape == (4, 64, 64) and full.dtype == np.uint16
+    picked = raster.read(scene_path, ["nir", 1])
+    np.testing.assert_array_equal(picked, full[[3, 0]])
+
+
+def test_read_window_as_window_or_tuple(scene_path):
+    full = raster.read(scene_path)
+    a = raster.read(scene_path, "red", Window(col_off=10, row_off=5, width=20, height=7))
+    b = raster.read(scene_path, "red", ((5, 12), (10, 30)))
+    assert a.shape == (1, 7, 20)
+    np.testing.assert_array_equal(a, full[2:3, 5:12, 10:30])
+    np.testing.assert_array_equal(a, b)
+
+
+def test_read_window_outside_raster_raises(scene_path):
+    with pytest.raises(RasterError, match="does not lie inside"):
+        raster.read(scene_path, window=((60, 70), (0, 10)))
+
+
+def test_read_masked_masks_nodata(scene_path):
+    arr = raster.read(scene_path, masked=True)
+    assert isinstance(arr, np.ma.MaskedArray)
+    assert arr.mask[:, :8, :8].all()
+    assert not arr.mask[:, 8:, :].any()
+
+
+def test_read_bad_band_names_the_file(scene_path):
+    with pytest.raises(RasterError, match=r"band 5 is out of range for scene.tif"):
+        raster.read(scene_path, 5)
+
+
+def test_read_decimated_keeps_extent_and_limits_size(make_geotiff):
+    path = make_geotiff("wide.tif", width=100, height=40, overviews=(2,))
+    array, transform = raster.read_decimated(path, max_size=25)
+    assert array.shape == (4, 10, 25)
+    with rasterio.open(path) as ds:
+        bounds = ds.bounds
+    assert array_bounds(10, 25, transform) == pytest.approx(tuple(bounds))
+
+
+def test_read_decimated_small_raster_is_read_as_is(scene_path):
+    array, transform = raster.read_decimated(scene_path, max_size=1024)
+    np.testing.assert_array_equal(array, raster.read(scene_path))
+    assert transform == raster.describe(scene_path).transform
+
+
+def test_read_decimated_reads_from_overviews(tmp_path):
+    # Overviews built from zeros, then the full resolution overwritten with ones: a decimated
+    # read that returns zeros can only have come from the overview.
+    path = write_geotiff(tmp_path / "ov.tif", np.zeros((1, 64, 64), "uint8"), nodata=None)
+    with rasterio.open(path, "r+") as ds:
+        ds.build_overviews([2], rasterio.enums.Resampling.average)
+    with rasterio.open(path, "r+") as ds:
+        ds.write(np.ones((1, 64, 64), "uint8"))
+    array, _ = raster.read_decimated(path, max_size=32)
+    assert array.shape == (1, 32, 32)
+    assert (array == 0).all()
+    assert (raster.read(path) == 1).all()
+
+
+def test_read_decimated_masked_and_bad_resampling(scene_path):
+    array, _ = raster.read_decimated(scene_path, max_size=32, masked=True, resampling="nearest")
+    assert isinstance(array, np.ma.MaskedArray)
+    assert array.mask[:, :4, :4].all()
+    with pytest.raises(ValueError, match="resampling='bicubicc'.*average"):
+        raster.read_decimated(scene_path, resampling="bicubicc")
+    with pytest.raises(ValueError, match="max_size"):
+        raster.read_decimated(scene_path, max_size=0)
+
+
+# --------------------------------------------------------------------------------------------
+# valid_mask and percentile_stretch
+# --------------------------------------------------------------------------------------------
+
+
+def test_valid_mask_requires_all_bands_valid():
+    arr = np.ones((3, 2, 2), "float32")
+    arr[0, 0, 0] = 0  # nodata in one band
+    arr[2, 1, 1] = np.nan
+    mask = raster.valid_mask(arr, nodata=0)
+    np.testing.assert_array_equal(mask, [[False, True], [True, False]])
+    masked = np.ma.masked_array(np.ones((2, 2)), mask=[[False, True], [False, False]])
+    np.testing.assert_array_equal(raster.valid_mask(masked), [[True, False], [True, True]])
+    with pytest.raises(RasterError, match="got shape"):
+        raster.valid_mask(np.ones(4), 0)
+
+
+def test_percentile_stretch_maps_to_unit_range_and_ignores_nodata():
+    band = np.arange(1, 101, dtype="uint16").reshape(10, 10)
+    band[0, 0] = 0  # nodata; would drag the low percentile down if counted
+    band[9, 9] = 60000  # outlier above the 98th percentile
+    out = raster.percentile_stretch(band, 2, 98, nodata=0)
+    assert out.dtype == np.float32 and out.shape == (10, 10)
+    assert np.isnan(out[0, 0])
+    valid = out[~np.isnan(out)]
+    assert valid.min() == 0.0 and valid.max() == 1.0
+    assert out[9, 9] == 1.0
+    lo, hi = np.percentile(np.delete(band.ravel(), 0), [2, 98])
+    assert out[5, 5] == pytest.approx((band[5, 5] - lo) / (hi - lo))
+
+
+def test_percentile_stretch_per_band_vs_shared():
+    arr = np.stack([np.linspace(0, 10, 100), np.linspace(0, 1000, 100)]).reshape(2, 10, 10)
+    per_band = raster.percentile_stretch(arr, 0, 100)
+    np.testing.assert_allclose(per_band[0], per_band[1], atol=1e-6)
+    shared = raster.percentile_stretch(arr, 0, 100, per_band=False)
+    assert shared[0].max() == pytest.approx(0.01)
+    assert shared[1].max() == 1.0
+
+
+def test_percentile_stretch_masked_constant_and_empty_bands():
+    arr = np.ma.masked_array(np.full((3, 4, 4), 7.0), mask=False)
+    arr[2] = np.ma.masked  # all invalid
+    out = raster.percentile_stretch(arr)
+    assert (out[0] == 0).all()  # constant band -> 0, no division by zero
+    assert np.isnan(out[2]).all()
+
+
+def test_percentile_stretch_rejects_bad_percentiles():
+    with pytest.raises(ValueError, match="low=50, high=10"):
+        raster.percentile_stretch(np.ones((2, 2)), 50, 10)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    data=st.lists(st.integers(0, 65535), min_size=4, max_size=64),
+    low=st.floats(0, 49),
+    high=st.floats(51, 100),
+)
+def test_percentile_stretch_output_always_in_unit_range(data, low, high):
+    arr = np.array(data, dtype="uint16").reshape(1, 1, -1)
+    out = raster.percentile_stretch(arr, low, high, nodata=0)
+    finite = out[np.isfinite(out)]
+    assert ((finite >= 0) & (finite <= 1)).all()
+    np.testing.assert_array_equal(np.isnan(out), arr == 0)
+
+
+# --------------------------------------------------------------------------------------------
+# composite and indices
+# --------------------------------------------------------------------------------------------
+
+
+def test_composite_true_and_false_colour():
+    arr = np.arange(4)[:, None, None] * np.ones((4, 2, 3))
+    np.testing.assert_array_equal(raster.composite(arr, SCENE_BANDS)[:, 0, 0], [2, 1, 0])
+    false_colour = raster.composite(arr, SCENE_BANDS, ("nir", "red", "green"))
+    np.testing.assert_array_equal(false_colour[:, 0, 0], [3, 2, 1])
+    with pytest.raises(RasterError, match="3 names but array has 4 bands"):
+        raster.composite(arr, SCENE_BANDS[:3])
+    with pytest.raises(RasterError, match="no band named 'swir'"):
+        raster.composite(arr, SCENE_BANDS, ("swir", "nir", "red"))
+
+
+def test_normalized_difference_does_not_overflow_uint16():
+    a = np.array([100, 60000, 0, 500], dtype="uint16")
+    b = np.array([200, 50000, 0, 500], dtype="uint16")
+    out = raster.normalized_difference(a, b)
+    assert out.dtype == np.float32
+    assert out[0] == pytest.approx(-1 / 3)
+    assert out[1] == pytest.approx(10000 / 110000)
+    assert np.isnan(out[2])  # 0 / 0
+    assert out[3] == 0
+
+
+def test_normalized_difference_invalid_inputs_are_nan():
+    a = np.ma.masked_array([1.0, 2.0, np.nan, 3.0], mask=[True, False, False, False])
+    b = np.array([1.0, 9.0, 1.0, 1.0])
+    out = raster.normalized_difference(a, b, nodata=9.0)
+    assert np.isnan(out[:3]).all() and out[3] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="same shape"):
+        raster.normalized_difference(np.ones(3), np.ones(4))
+
+
+def test_spectral_indices_separate_water_vegetation_and_soil():
+    image = synthetic_reflectance(8, 30)  # water | vegetation | soil, left to right
+    ndvi = raster.spectral_index(image, SCENE_BANDS, "NDVI")
+    ndwi = raster.spectral_index(image, SCENE_BANDS, "ndwi")
+    gndvi = raster.spectral_index(image, SCENE_BANDS, "gndvi")
+    water, veg, soil = slice(0, 10), slice(10, 20), slice(20, 30)
+    assert (ndwi[:, water] > 0.3).all() and (ndwi[:, veg] < 0).all()
+    assert (ndvi[:, veg] > 0.7).all() and (ndvi[:, water] < 0).all()
+    assert (np.abs(ndvi[:, soil]) < 0.2).all()
+    assert (gndvi[:, veg] > 0.6).all()
+    assert set(raster.SPECTRAL_INDICES) >= {"ndvi", "ndwi", "gndvi"}
+    assert raster.SPECTRAL_INDICES["ndwi"][:2] == ("green", "nir")
+
+
+def test_spectral_index_nodata_is_nan():
+    image = synthetic_reflectance(4, 4)
+    image[:, 0, 0] = 0
+    ndvi = raster.spectral_index(image, SCENE_BANDS, "ndvi", nodata=0)
+    assert np.isnan(ndvi[0, 0]) and np.isfinite(ndvi[1:, 1:]).all()
+
+
+def test_spectral_index_errors_list_choices():
+    image = np.ones((3, 2, 2))
+    with pytest.raises(RasterError, match="Unknown spectral index 'evi'.*gndvi, ndvi, ndwi"):
+        raster.spectral_index(image, ("blue", "green", "red"), "evi")
+    with pytest.raises(RasterError, match="ndvi needs a band named 'nir'.*blue, green, red"):
+        raster.spectral_index(image, ("blue", "green", "red"), "ndvi")
+    with pytest.raises(RasterError, match=r"got shape \(2, 2\)"):
+        raster.spectral_index(image[0], ("blue",), "ndvi")
+
+
+# --------------------------------------------------------------------------------------------
+# axis order
+# --------------------------------------------------------------------------------------------
+
+
+def test_channels_last_and_first_round_trip():
+    arr = np.arange(4 * 3 * 2).reshape(4, 3, 2)
+    last = raster.to_channels_last(arr)
+    assert last.shape == (3, 2, 4)
+    assert last[1, 0, 2] == arr[2, 1, 0]
+    np.testing.assert_array_equal(raster.to_channels_first(last), arr)
+    batch = np.zeros((5, 4, 3, 2))
+    assert raster.to_channels_last(batch).shape == (5, 3, 2, 4)
+    assert raster.to_channels_first(raster.to_channels_last(batch)).shape == batch.shape
+
+
+def test_channel_helpers_add_axis_to_2d_and_reject_other_ndim():
+    assert raster.to_channels_last(np.zeros((3, 2))).shape == (3, 2, 1)
+    assert raster.to_channels_first(np.zeros((3, 2))).shape == (1, 3, 2)
+    with pytest.raises(RasterError, match=r"got shape \(5,\) \(1-D\)"):
+        raster.to_channels_last(np.zeros(5))
+    with pytest.raises(RasterError, match="5-D"):
+        raster.to_channels_first(np.zeros((1, 1, 1, 1, 1)))
