@@ -60,6 +60,7 @@ __all__ = [
     "to_channels_first",
     "to_channels_last",
     "valid_mask",
+    "write_like",
 ]
 
 PathLike = str | os.PathLike
@@ -801,3 +802,75 @@ def ensure_crs(crs: CRS | str | None, path: PathLike | str = "this raster") -> C
     if crs is None:
         raise MissingCRSError(_missing_crs_message(os.fspath(path)))
     return crs if isinstance(crs, CRS) else CRS.from_user_input(crs)
+
+
+def write_like(
+    path: PathLike,
+    array: np.ndarray,
+    like: PathLike,
+    *,
+    nodata: float | None = None,
+    descriptions: Sequence[str] | None = None,
+    colormap: dict[int, tuple[int, ...]] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write an array as a GeoTIFF on the grid of another raster (same CRS and transform).
+
+    The file is tiled (256 x 256) and DEFLATE-compressed, written to a temporary name in the same
+    folder and renamed when complete, so a crash never leaves a half-written file under ``path``.
+
+    Args:
+        path: The GeoTIFF to write.
+        array: ``(bands, rows, cols)`` or ``(rows, cols)``, the same rows and cols as ``like``.
+        like: The raster whose CRS and transform the new file takes.
+        nodata: Nodata value of the new file (None: no nodata).
+        descriptions: One name per band.
+        colormap: A colour table for a single-band ``uint8`` file ({value: (r, g, b[, a])}).
+        overwrite: Replace an existing file; otherwise an existing ``path`` is an error.
+
+    Returns:
+        The path written.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        ValueError: the array's shape does not match ``like``.
+
+    Example:
+        >>> mask = (ndvi > 0.4).astype("uint8")  # doctest: +SKIP
+        >>> write_like("vegetation.tif", mask, "scene.tif", nodata=255)  # doctest: +SKIP
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it or choose another path")
+    data = np.asarray(array)
+    if data.ndim == 2:
+        data = data[np.newaxis]
+    _check_ndim(data, (3,), "array", "(bands, rows, cols) or (rows, cols)")
+    with open_raster(like) as src:
+        if data.shape[1:] != (src.height, src.width):
+            raise ValueError(
+                f"array has {data.shape[1]} rows x {data.shape[2]} cols but {like} is "
+                f"{src.height} x {src.width}; write_like needs the same grid"
+            )
+        crs, transform = src.crs, src.transform
+    profile = {
+        "driver": "GTiff", "height": data.shape[1], "width": data.shape[2], "count": data.shape[0],
+        "dtype": data.dtype.name, "crs": crs, "transform": transform, "nodata": nodata,
+        "compress": "deflate", "tiled": data.shape[1] >= 256 and data.shape[2] >= 256,
+    }
+    if profile["tiled"]:
+        profile.update(blockxsize=256, blockysize=256)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.partial"
+    try:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(data)
+            for i, name in enumerate(descriptions or [], start=1):
+                dst.set_band_description(i, name)
+            if colormap is not None:
+                dst.write_colormap(1, colormap)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

@@ -691,3 +691,60 @@ def save_figure(
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def plot_windows(
+    windows: Sequence[Any],
+    transform: Affine,
+    *,
+    ax: Axes,
+    values: Sequence[Any] | None = None,
+    colors: Mapping[Any, str] | None = None,
+    edgecolor: str = "yellow",
+    linewidth: float = 0.8,
+    fill_alpha: float = 0.0,
+    legend_title: str | None = None,
+) -> Figure:
+    """Draw patch windows (rasterio ``Window`` objects) as rectangles on a map.
+
+    Args:
+        windows: The windows, in the pixel grid of ``transform``.
+        transform: The raster's affine transform (north-up).
+        ax: Axes of a map drawn with :func:`plot_image` or another function of this module.
+        values: One value per window (a label, a split name); with ``colors`` each value gets a
+            colour and a legend entry.
+        colors: {value: colour}; values missing from it are not drawn.
+        edgecolor: Colour of every rectangle when ``values`` is None.
+        linewidth: Outline width.
+        fill_alpha: Opacity of the rectangles' fill (0: outlines only).
+        legend_title: Title of the legend added when ``values`` is given.
+
+    Returns:
+        The axes' figure.
+    """
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Rectangle
+
+    transform = _check_transform(transform)
+    if values is not None and len(values) != len(windows):
+        raise ValueError(f"values has {len(values)} entries for {len(windows)} windows")
+    groups: dict[Any, list[Rectangle]] = {}
+    for i, w in enumerate(windows):
+        key = values[i] if values is not None else None
+        if values is not None and (colors is None or key not in colors):
+            continue
+        x0, y0 = transform.c + w.col_off * transform.a, transform.f + w.row_off * transform.e
+        width, height = w.width * transform.a, w.height * transform.e
+        groups.setdefault(key, []).append(Rectangle((x0, y0), width, height))
+    handles, labels = [], []
+    for key, rects in groups.items():
+        colour = edgecolor if values is None else colors[key]
+        ax.add_collection(PatchCollection(
+            rects, facecolor=colour if fill_alpha else "none", edgecolor=colour,
+            linewidth=linewidth, alpha=None if not fill_alpha else fill_alpha))
+        if values is not None:
+            handles.append(Patch(facecolor=colour, edgecolor=colour, alpha=fill_alpha or 1.0))
+            labels.append(str(key))
+    if handles:
+        _merge_legend(ax, handles, labels, legend_title)
+    return ax.figure

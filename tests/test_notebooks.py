@@ -31,6 +31,8 @@ def _region_and_figures(ctx: dict, name: str) -> dict:
 NOTEBOOK_PARAMETERS = {
     "00_setup": lambda ctx: _region_and_figures(ctx, "00_setup"),
     "01_imagery_basics": lambda ctx: _region_and_figures(ctx, "01_imagery_basics"),
+    "02_patching": lambda ctx: _region_and_figures(ctx, "02_patching")
+    | {"PATCH_SIZE": 64, "STRIDE": 32, "BLOCK_SIZE": 128, "DATASET_DIR": str(ctx["out"] / "patches")},
 }
 
 

@@ -325,3 +325,24 @@ def test_scene_from_file_to_figure(scene_path, tmp_path):
         (info.bounds.left, info.bounds.right, info.bounds.bottom, info.bounds.top)
     )
     assert viz.save_figure(fig, tmp_path / "scene.png").stat().st_size > 0
+
+
+def test_plot_windows_draws_one_rectangle_per_window_with_a_legend(scene_path):
+    from rasterio.windows import Window
+
+    info = raster.describe(scene_path)
+    image = raster.percentile_stretch(raster.read(scene_path, bands=[3, 2, 1]), nodata=0)
+    fig = viz.plot_image(image, info.transform, crs=info.crs)
+    ax = fig.axes[0]
+    windows = [Window(0, 0, 32, 32), Window(32, 0, 32, 32), Window(0, 32, 32, 32)]
+    viz.plot_windows(windows, info.transform, ax=ax, values=["train", "test", "train"],
+                     colors={"train": "tab:blue", "test": "tab:red"}, legend_title="split")
+    rects = [p for c in ax.collections for p in c.get_paths()]
+    assert len(rects) == 3
+    # the first window's rectangle spans the raster's top-left 32 x 32 pixels in map units
+    x0, y0 = info.transform.c, info.transform.f
+    xs, ys = rects[0].vertices[:, 0], rects[0].vertices[:, 1]
+    assert np.isclose(xs.min(), x0) and np.isclose(ys.max(), y0)
+    assert np.isclose(xs.max() - xs.min(), 32 * info.transform.a)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert {"train", "test"} <= set(labels)

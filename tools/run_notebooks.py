@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import json
 import os
 import re
@@ -137,6 +138,26 @@ def run_notebook(
     return NotebookRun(str(notebook), str(executed), str(html_path) if html_path else None, seconds)
 
 
+@contextlib.contextmanager
+def kernel_stderr_to(log_path: Path):
+    """Send what kernels print to stderr (TensorFlow's start-up lines, ZMQ warnings) to a log file.
+
+    Kernels are child processes that inherit file descriptor 2, so it is redirected at the
+    descriptor level for the duration of the block; the runner's own messages go to the terminal.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(log_path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield log_path
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def parse_parameter(text: str) -> tuple[str, object]:
     """``NAME=value`` with value parsed as a Python literal when it is one (``-p SIZE=512``)."""
     if "=" not in text:
@@ -174,11 +195,13 @@ def main(argv: list[str] | None = None) -> int:
     total = time.perf_counter()
     for i, nb in enumerate(notebooks, 1):
         print(f"[{i}/{len(notebooks)}] {Path(nb).name} ...", end=" ", flush=True)
+        log = Path(args.out) / "logs" / f"{Path(nb).stem}.stderr.log"
         try:
-            run = run_notebook(nb, args.out, parameters, html=not args.no_html)
+            with kernel_stderr_to(log):
+                run = run_notebook(nb, args.out, parameters, html=not args.no_html)
         except NotebookFailed as err:
             print("FAILED", flush=True)
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {err}\n  the kernel's stderr is in {log}", file=sys.stderr)
             return 1
         runs.append(run)
         print(f"ok ({run.seconds:.1f} s)", flush=True)

@@ -1,0 +1,1303 @@
+"""Cut a large georeferenced scene into patches for training, fast, resumably and without leaks.
+
+Three layers, each usable on its own:
+
+1. **The grid** -- :func:`tile_windows` returns a list of :class:`rasterio.windows.Window` over a
+   raster of shape ``(height, width)``. Edge modes: ``"shift"`` (default; the last row/column of
+   windows moves inward so every patch is full size and inside the raster), ``"pad"`` (regular
+   stride, the last windows stick out past the right/bottom edge and are filled with nodata when
+   read) and ``"drop"`` (only complete windows on the regular stride). In ``"shift"`` and ``"pad"``
+   every pixel lies in at least one window. :func:`patch_id` names a window
+   (``"r000256_c000512"``), :func:`window_bounds` and :func:`window_transform` place it on the map.
+2. **Streaming reads** -- :func:`iter_patches` reads the source once, in horizontal strips aligned
+   to the file's block rows, and slices the patches out of memory: every compressed block is
+   decoded once even when patches overlap, and memory stays at about ``(size + block)`` rows of
+   the scene, whatever its height. :func:`read_patch` reads one patch (edge-padded).
+3. **Writing a dataset** -- :func:`extract_patches` writes per-patch GeoTIFFs, 8-bit PNG/JPEG
+   (explicit, recorded scaling) or ``.npz`` shards (the fast path for training), in a flat layout
+   or in the ``split/class_name/`` folders that ``keras.utils.image_dataset_from_directory``
+   reads, plus an index (``index.csv``, ``index.geojson``, ``index.json``). It is atomic and
+   resumable: run it again after a crash and it writes only what is missing, giving the same
+   bytes as an uninterrupted run.
+
+Example:
+    >>> from helpers import tiling
+    >>> windows = tiling.tile_windows(2048, 2048, 256, stride=128)  # doctest: +SKIP
+    >>> index = tiling.extract_patches(
+    ...     "data/generated/sample/scene_2021.tif", "outputs/patches", windows, writer="npz"
+    ... )  # doctest: +SKIP
+    >>> index.table.status.value_counts()  # doctest: +SKIP
+
+Conventions:
+
+* Arrays are channels-first ``(bands, rows, cols)`` as rasterio reads them; ``.npz`` shards store
+  ``images`` as ``(N, bands, rows, cols)`` in the source dtype. Keras code converts once with
+  :func:`helpers.raster.to_channels_last`.
+* Patches come out in row-major order (by ``row_off``, then ``col_off``) whatever the order of
+  the windows passed in; the index lists them in that order.
+* A pixel is nodata when every band equals the raster's nodata value; pixels outside the raster
+  (pad mode) always count as nodata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import math
+import os
+import shutil
+import zipfile
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import rasterio
+import rasterio.windows
+from affine import Affine
+from rasterio.windows import Window
+from tqdm.auto import tqdm
+
+from helpers import __version__, raster
+
+__all__ = [
+    "EDGE_MODES",
+    "LAYOUTS",
+    "WRITERS",
+    "PatchIndex",
+    "extract_patches",
+    "iter_patches",
+    "overlap_to_stride",
+    "patch_id",
+    "patch_profile",
+    "read_patch",
+    "scale_to_uint8",
+    "tile_windows",
+    "window_bounds",
+    "window_transform",
+]
+
+log = logging.getLogger(__name__)
+
+EDGE_MODES = ("shift", "pad", "drop")
+WRITERS = ("geotiff", "png", "jpeg", "npz")
+LAYOUTS = ("flat", "class_folders")
+SPLITS = ("train", "validation", "test")
+#: Label of a patch to leave out of the class folders (same value as helpers.labels.IGNORE_LABEL).
+IGNORE_LABEL = -1
+DEFAULT_CLASS_NAMES = {0: "negative", 1: "positive"}
+
+_EXTENSIONS = {"geotiff": "tif", "png": "png", "jpeg": "jpg", "npz": "npz"}
+_PARTIAL = ".partial"  # suffix of files being written; never a final name
+_INDEX_COLUMNS = [
+    "id", "row_off", "col_off", "height", "width", "minx", "miny", "maxx", "maxy",
+    "split", "label", "file", "status",
+]  # fmt: skip
+
+SizeLike = int | tuple[int, int]
+PathLike = str | os.PathLike
+
+
+# --------------------------------------------------------------------------------------------
+# The grid
+# --------------------------------------------------------------------------------------------
+
+
+def _pair(value: Any, name: str) -> tuple[int, int]:
+    """``int`` or ``(rows, cols)`` -> ``(rows, cols)`` of ints."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int or a (rows, cols) pair of ints, got {value!r}.")
+    if isinstance(value, int | np.integer):
+        return int(value), int(value)
+    try:
+        rows, cols = value
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{name} must be an int or a (rows, cols) pair of ints, got {value!r}."
+        ) from None
+    if not all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in (rows, cols)):
+        raise TypeError(f"{name} must be an int or a (rows, cols) pair of ints, got {value!r}.")
+    return int(rows), int(cols)
+
+
+def overlap_to_stride(size: SizeLike, overlap: SizeLike) -> SizeLike:
+    """Stride that makes neighbouring patches share ``overlap`` pixels.
+
+    Args:
+        size: Patch size in pixels, an int or ``(rows, cols)``.
+        overlap: Pixels shared by neighbours, an int or ``(rows, cols)``; ``0 <= overlap < size``.
+
+    Returns:
+        ``size - overlap``: an int when both arguments are ints, else a ``(rows, cols)`` tuple.
+
+    Raises:
+        ValueError: ``overlap`` is negative or not smaller than ``size``.
+
+    Example:
+        >>> overlap_to_stride(256, 64)
+        192
+    """
+    sizes, overlaps = _pair(size, "size"), _pair(overlap, "overlap")
+    for s, o in zip(sizes, overlaps, strict=True):
+        if o < 0 or o >= s:
+            raise ValueError(
+                f"overlap={overlap!r} must satisfy 0 <= overlap < size={size!r}: patches that "
+                "overlap by their whole size never advance. Use a smaller overlap (half the "
+                "size is the usual maximum)."
+            )
+    stride = (sizes[0] - overlaps[0], sizes[1] - overlaps[1])
+    both_int = isinstance(size, int | np.integer) and isinstance(overlap, int | np.integer)
+    return stride[0] if both_int else stride
+
+
+def _axis_starts(n: int, size: int, stride: int, edge: str) -> list[int]:
+    if edge == "pad":
+        starts = [0]
+        while starts[-1] + size < n:
+            starts.append(starts[-1] + stride)
+        return starts
+    starts = list(range(0, n - size + 1, stride))
+    if edge == "shift" and starts[-1] + size < n:
+        starts.append(n - size)  # the shifted last window; never a duplicate (see condition)
+    return starts
+
+
+def tile_windows(
+    height: int,
+    width: int,
+    size: SizeLike,
+    stride: SizeLike | None = None,
+    *,
+    edge: str = "shift",
+    allow_gaps: bool = False,
+) -> list[Window]:
+    """Lay a regular grid of patch windows over a raster.
+
+    Args:
+        height: Raster rows (``dataset.height``).
+        width: Raster columns (``dataset.width``).
+        size: Patch size in pixels, an int or ``(rows, cols)``.
+        stride: Step between patch origins, an int or ``(rows, cols)``; defaults to ``size`` (no
+            overlap). Use :func:`overlap_to_stride` to ask for an overlap instead.
+        edge: ``"shift"`` (default): the last row/column of windows is moved inward so every
+            window is full size and inside the raster. ``"pad"``: windows keep the regular
+            stride and the last ones extend past the right/bottom edge (reads fill them with
+            nodata). ``"drop"``: only complete windows on the regular stride (the remainder
+            strip at the right/bottom is not covered).
+        allow_gaps: A stride larger than the size leaves pixels between patches uncovered, so it
+            raises unless this is True.
+
+    Returns:
+        Windows with integer offsets and the full patch size, in row-major order (all windows of
+        the first row of patches, then the next row ...), without duplicates. In ``"shift"`` and
+        ``"pad"`` (and ``stride <= size``) every pixel is covered by at least one window.
+
+    Raises:
+        ValueError: non-positive raster shape, size or stride; ``stride > size`` without
+            ``allow_gaps``; ``size`` larger than the raster in ``"shift"``/``"drop"``; unknown
+            ``edge``.
+
+    Example:
+        >>> [(w.row_off, w.col_off) for w in tile_windows(5, 5, 3)]
+        [(0, 0), (0, 2), (2, 0), (2, 2)]
+        >>> len(tile_windows(5, 5, 3, edge="drop")), len(tile_windows(5, 5, 3, edge="pad"))
+        (1, 4)
+    """
+    if edge not in EDGE_MODES:
+        raise ValueError(f"edge={edge!r} is not an edge mode; use one of {', '.join(EDGE_MODES)}.")
+    shape = _pair((height, width), "(height, width)")
+    if min(shape) <= 0:
+        raise ValueError(
+            f"height and width must be positive numbers of pixels, got {height} x {width}."
+        )
+    sizes = _pair(size, "size")
+    if min(sizes) <= 0:
+        raise ValueError(f"size must be positive, got size={size!r}.")
+    strides = sizes if stride is None else _pair(stride, "stride")
+    if min(strides) <= 0:
+        raise ValueError(
+            f"stride must be positive, got stride={stride!r}; pass stride=size for patches side "
+            "by side, or a smaller stride for overlapping patches."
+        )
+    if not allow_gaps and any(st > s for st, s in zip(strides, sizes, strict=True)):
+        raise ValueError(
+            f"stride={stride!r} is larger than size={size!r}, which leaves pixels between "
+            "patches uncovered. Use stride <= size, or pass allow_gaps=True if that is intended."
+        )
+    if edge != "pad" and (sizes[0] > shape[0] or sizes[1] > shape[1]):
+        raise ValueError(
+            f"size={size!r} is larger than the raster ({height} rows x {width} cols), so no "
+            f'complete patch fits with edge="{edge}". Use edge="pad" (fills with nodata) or a '
+            "size that fits."
+        )
+    rows = _axis_starts(shape[0], sizes[0], strides[0], edge)
+    cols = _axis_starts(shape[1], sizes[1], strides[1], edge)
+    return [Window(c, r, sizes[1], sizes[0]) for r in rows for c in cols]
+
+
+def _int_window(window: Window, name: str = "window") -> Window:
+    values = (window.col_off, window.row_off, window.width, window.height)
+    if not all(float(v).is_integer() for v in values) or window.width <= 0 or window.height <= 0:
+        raise ValueError(
+            f"{name} {window} must have integer offsets and positive integer sizes; round it "
+            "with window.round_offsets().round_lengths() or build it with tile_windows."
+        )
+    return Window(*(int(v) for v in values))
+
+
+def patch_id(window: Window) -> str:
+    """Stable, sortable id of a patch: ``"r{row_off:06d}_c{col_off:06d}"``.
+
+    Example:
+        >>> patch_id(Window(col_off=512, row_off=256, width=256, height=256))
+        'r000256_c000512'
+    """
+    window = _int_window(window)
+    return f"r{window.row_off:06d}_c{window.col_off:06d}"
+
+
+def window_transform(window: Window, transform: Affine) -> Affine:
+    """Affine transform of a patch: the source transform moved to the window's origin.
+
+    A thin name for :func:`rasterio.windows.transform`, so patch code reads as one vocabulary.
+    """
+    return rasterio.windows.transform(window, transform)
+
+
+def _corners(window: Window, transform: Affine) -> list[tuple[float, float]]:
+    """Map coordinates of a window's corners: top-left, top-right, bottom-right, bottom-left
+    (written out: the Affine multiplication operators differ between affine 2 and 3)."""
+    t = transform
+    cols = (window.col_off, window.col_off + window.width)
+    rows = (window.row_off, window.row_off + window.height)
+    pixels = [(cols[0], rows[0]), (cols[1], rows[0]), (cols[1], rows[1]), (cols[0], rows[1])]
+    return [(t.a * c + t.b * r + t.c, t.d * c + t.e * r + t.f) for c, r in pixels]
+
+
+def window_bounds(window: Window, transform: Affine) -> tuple[float, float, float, float]:
+    """``(minx, miny, maxx, maxy)`` of a window in the raster's CRS.
+
+    Pad-mode windows that stick out of the raster get the bounds of the whole window.
+    """
+    corners = _corners(window, transform)
+    xs, ys = zip(*corners, strict=True)
+    return float(min(xs)), float(min(ys)), float(max(xs)), float(max(ys))
+
+
+def patch_profile(
+    src_profile: Mapping[str, Any], window: Window, transform: Affine | None = None
+) -> dict[str, Any]:
+    """Profile for writing a patch as its own GeoTIFF.
+
+    Args:
+        src_profile: The source's ``dataset.profile``.
+        window: The patch window in the source's pixel grid.
+        transform: The source transform; defaults to ``src_profile["transform"]``.
+
+    Returns:
+        A copy of the profile with the patch's width, height and transform, driver ``GTiff``,
+        and the source's block layout removed (a patch is written in GDAL's default strips).
+        CRS, dtype, nodata, count and compression are kept.
+    """
+    window = _int_window(window)
+    profile = dict(src_profile)
+    for key in ("blockxsize", "blockysize", "tiled"):
+        profile.pop(key, None)
+    source_transform = transform if transform is not None else profile["transform"]
+    profile.update(
+        driver="GTiff",
+        width=window.width,
+        height=window.height,
+        transform=window_transform(window, source_transform),
+    )
+    return profile
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+#: GDAL block cache while streaming. Each block is decoded once, so caching more than a strip
+#: only grows memory (GDAL's default is 5 % of RAM, which would end up holding the whole scene).
+_STREAM_CACHE_BYTES = 64 * 2**20
+
+
+def _env(num_threads: int | str) -> rasterio.Env:
+    return rasterio.Env(GDAL_NUM_THREADS=str(num_threads), GDAL_CACHEMAX=_STREAM_CACHE_BYTES)
+
+
+def _fill_value(dataset: Any, fill: float | None) -> float:
+    if fill is not None:
+        return fill
+    return dataset.nodata if dataset.nodata is not None else 0
+
+
+def _read_strip(dataset: Any, indexes: list[int], window: Window) -> np.ndarray:
+    """One windowed read of whole block rows (a seam tests use to count reads)."""
+    return dataset.read(indexes, window=window)
+
+
+def _place(window: Window, region: np.ndarray, r0: int, c0: int, fill: float) -> np.ndarray:
+    """Return ``region`` (the part of ``window`` inside the raster, starting at raster row/col
+    ``r0``/``c0``) as a full-size patch, filling the rest with ``fill``."""
+    out = np.full((region.shape[0], window.height, window.width), fill, dtype=region.dtype)
+    rr, cc = r0 - window.row_off, c0 - window.col_off
+    out[:, rr : rr + region.shape[1], cc : cc + region.shape[2]] = region
+    return out
+
+
+def _clip(window: Window, height: int, width: int) -> tuple[int, int, int, int] | None:
+    r0, c0 = max(window.row_off, 0), max(window.col_off, 0)
+    r1 = min(window.row_off + window.height, height)
+    c1 = min(window.col_off + window.width, width)
+    return (r0, r1, c0, c1) if r1 > r0 and c1 > c0 else None
+
+
+def read_patch(
+    path: PathLike,
+    window: Window,
+    *,
+    bands: raster.BandSelection = None,
+    fill: float | None = None,
+    num_threads: int | str = "ALL_CPUS",
+) -> np.ndarray:
+    """Read one patch, filling the part outside the raster (pad-mode windows).
+
+    For many patches use :func:`iter_patches`, which decodes each block once.
+
+    Args:
+        path: The source raster.
+        window: Patch window (may extend past the raster's edges).
+        bands: Bands by 1-based index or name, see :func:`helpers.raster.resolve_bands`.
+        fill: Value outside the raster; defaults to the raster's nodata (0 if it has none).
+        num_threads: ``GDAL_NUM_THREADS`` for decoding.
+
+    Returns:
+        ``(bands, window.height, window.width)`` in the source dtype.
+
+    Raises:
+        FileNotFoundError, RasterError: see :func:`helpers.raster.open_raster`.
+        ValueError: the window does not overlap the raster.
+    """
+    window = _int_window(window)
+    with _env(num_threads), raster.open_raster(path) as ds:
+        indexes = raster.resolve_bands(bands, raster._band_names(ds), path=path)
+        inside = _clip(window, ds.height, ds.width)
+        if inside is None:
+            raise ValueError(
+                f"window {window} does not overlap {path} ({ds.height} x {ds.width} px); build "
+                "windows with tile_windows(dataset.height, dataset.width, ...)."
+            )
+        r0, r1, c0, c1 = inside
+        region = ds.read(indexes, window=Window.from_slices((r0, r1), (c0, c1)))
+    if region.shape[1:] == (window.height, window.width):
+        return region
+    return _place(window, region, r0, c0, _fill_value(ds, fill))
+
+
+def _iter_sorted(
+    dataset: Any,
+    indexes: list[int],
+    windows: Sequence[Window],
+    fill: float,
+    num_threads: int | str,
+) -> Iterator[tuple[Window, np.ndarray]]:
+    """Core of :func:`iter_patches` over an open dataset; ``windows`` sorted row-major."""
+    height, width = dataset.height, dataset.width
+    block_rows = dataset.block_shapes[0][0]
+    spans = [s for s in (_clip(w, height, width) for w in windows) if s is not None]
+    if not spans:
+        for window in windows:
+            yield window, np.full((len(indexes), window.height, window.width), fill,
+                                  dtype=dataset.dtypes[0])  # fmt: skip
+        return
+    # Columns: only the span the windows need. Rows: a buffer [buf_start, buf_end) that slides
+    # down; new rows are always read from buf_end to a block-row boundary, so reads never
+    # overlap and every compressed block is decoded exactly once.
+    col0, col1 = min(s[2] for s in spans), max(s[3] for s in spans)
+    buffer = np.empty((len(indexes), 0, col1 - col0), dtype=dataset.dtypes[0])
+    buf_start = buf_end = 0
+    for _, group in itertools.groupby(windows, key=lambda w: w.row_off):
+        group = list(group)
+        clipped = [_clip(w, height, width) for w in group]
+        inside = [s for s in clipped if s is not None]
+        if inside:
+            r0 = min(s[0] for s in inside)
+            r1 = max(s[1] for s in inside)
+            if r0 >= buf_end:  # no overlap with what is held: start at r0's block row
+                buf_start = buf_end = r0 // block_rows * block_rows
+                buffer = buffer[:, :0]
+            if r1 > buf_end:
+                stop = min(height, -(-r1 // block_rows) * block_rows)
+                with _env(num_threads):  # the same GDAL threading for every read
+                    new = _read_strip(
+                        dataset, indexes, Window.from_slices((buf_end, stop), (col0, col1))
+                    )
+                # Drop the rows above r0 (windows come sorted, so no later one needs them).
+                skip = min(max(r0 - buf_start, 0), buffer.shape[1])
+                keep = buffer[:, skip:]
+                buffer = np.concatenate([keep, new], axis=1) if keep.shape[1] else new
+                buf_start, buf_end = buf_end - keep.shape[1], stop
+                buffer.flags.writeable = False  # patches are views: protect shared pixels
+        for window, span in zip(group, clipped, strict=True):
+            if span is None:
+                yield window, np.full((len(indexes), window.height, window.width), fill,
+                                      dtype=buffer.dtype)  # fmt: skip
+                continue
+            r0, r1, c0, c1 = span
+            region = buffer[:, r0 - buf_start : r1 - buf_start, c0 - col0 : c1 - col0]
+            if region.shape[1:] == (window.height, window.width):
+                yield window, region
+            else:
+                yield window, _place(window, region, r0, c0, fill)
+
+
+def _sorted_windows(windows: Iterable[Window]) -> list[Window]:
+    return sorted((_int_window(w) for w in windows), key=lambda w: (w.row_off, w.col_off))
+
+
+def iter_patches(
+    path: PathLike,
+    windows: Iterable[Window],
+    *,
+    bands: raster.BandSelection = None,
+    fill: float | None = None,
+    num_threads: int | str = "ALL_CPUS",
+) -> Iterator[tuple[Window, np.ndarray]]:
+    """Stream patches out of a raster, reading each source block once.
+
+    The source is read in horizontal strips aligned to the file's block rows, and each strip is
+    read once: rows shared by overlapping rows of patches (``stride < size``) stay in memory
+    until no later patch needs them. Memory is about ``(size + block rows) x width x bands``
+    values, independent of the scene's height.
+
+    Args:
+        path: The source raster (ideally tiled; a striped file works too).
+        windows: Patch windows in any order; they are yielded sorted row-major (by ``row_off``,
+            then ``col_off``), duplicates included.
+        bands: Bands by 1-based index or name (None: all).
+        fill: Value for pixels outside the raster (pad-mode windows); defaults to the raster's
+            nodata, or 0 when it has none.
+        num_threads: ``GDAL_NUM_THREADS`` used for every read (``"ALL_CPUS"`` or an int).
+
+    Yields:
+        ``(window, array)`` with ``array`` of shape ``(bands, window.height, window.width)`` in
+        the source dtype. Patches fully inside the raster are read-only views into the strip
+        buffer: ``array.copy()`` to modify one.
+
+    Raises:
+        FileNotFoundError, RasterError: see :func:`helpers.raster.open_raster`.
+
+    Example:
+        >>> for window, patch in iter_patches("scene.tif", tile_windows(1024, 1024, 256)):
+        ...     pass  # doctest: +SKIP
+    """
+    ordered = _sorted_windows(windows)
+    with _env(num_threads):
+        dataset = raster.open_raster(path)
+    with dataset:
+        indexes = raster.resolve_bands(bands, raster._band_names(dataset), path=path)
+        fill_value = _fill_value(dataset, fill)
+        yield from _iter_sorted(dataset, indexes, ordered, fill_value, num_threads)
+
+
+# --------------------------------------------------------------------------------------------
+# 8-bit scaling for PNG / JPEG
+# --------------------------------------------------------------------------------------------
+
+
+def scale_to_uint8(
+    array: np.ndarray,
+    limits: Sequence[Sequence[float]] | Mapping[Any, Sequence[float]],
+    *,
+    nodata: float | None = None,
+) -> np.ndarray:
+    """Map each band linearly from ``(low, high)`` to 0-255, clipping outside the range.
+
+    This is the mapping :func:`extract_patches` uses for PNG/JPEG patches; apply it with the
+    limits recorded in ``index.json`` (``metadata["scaling"]``) to images at prediction time.
+
+    Args:
+        array: ``(bands, rows, cols)``.
+        limits: One ``(low, high)`` per band, in band order (a list, or a dict such as the
+            recorded ``{"red": [low, high], ...}``).
+        nodata: Pixels where every band equals it become 0 in all bands.
+
+    Returns:
+        uint8 ``(bands, rows, cols)``: ``round((value - low) * 255 / (high - low))`` clipped.
+
+    Raises:
+        ValueError: the number of limits differs from the number of bands, or ``high <= low``.
+    """
+    pairs = list(limits.values()) if isinstance(limits, Mapping) else list(limits)
+    if len(pairs) != array.shape[0]:
+        raise ValueError(
+            f"limits has {len(pairs)} (low, high) pairs but the array has {array.shape[0]} "
+            "bands; pass one pair per band."
+        )
+    lows = np.array([float(p[0]) for p in pairs], dtype=np.float32)[:, None, None]
+    highs = np.array([float(p[1]) for p in pairs], dtype=np.float32)[:, None, None]
+    if np.any(highs <= lows):
+        raise ValueError(f"every (low, high) in limits needs high > low, got {pairs}.")
+    scaled = (array.astype(np.float32) - lows) * (np.float32(255.0) / (highs - lows))
+    out = np.rint(np.clip(scaled, 0, 255)).astype(np.uint8)
+    if nodata is not None:
+        out[:, _nodata_pixels(array, nodata)] = 0
+    return out
+
+
+def _nodata_pixels(array: np.ndarray, nodata: float | None) -> np.ndarray:
+    """``(rows, cols)`` True where every band equals ``nodata`` (nan-aware)."""
+    if nodata is None:
+        return np.zeros(array.shape[1:], dtype=bool)
+    if isinstance(nodata, float) and math.isnan(nodata):
+        return np.isnan(array).all(axis=0)
+    return (array == nodata).all(axis=0)
+
+
+def _percentile_limits(path: PathLike, indexes: list[int], names: list[str]) -> dict:
+    """Per-band 2-98 % percentiles from one decimated (overview) read of the whole raster."""
+    image, _ = raster.read_decimated(path, max_size=1024, bands=indexes, masked=True)
+    limits = {}
+    for name, band in zip(names, image, strict=True):
+        values = band.compressed()
+        if values.size == 0:
+            raise ValueError(
+                f"band {name!r} of {path} holds only nodata; pass scaling=(low, high) explicitly."
+            )
+        low, high = (float(v) for v in np.percentile(values, [2, 98]))
+        limits[name] = [low, high if high > low else low + 1.0]
+    return limits
+
+
+def _resolve_scaling(scaling: Any, path: PathLike, indexes: list[int], names: list[str]) -> dict:
+    if scaling is None:
+        return _percentile_limits(path, indexes, names)
+    if isinstance(scaling, Mapping):
+        lookup = {}
+        for key, pair in scaling.items():
+            (index,) = raster.resolve_bands([key], _all_names(path), path=path, argument="scaling")
+            lookup[index] = pair
+        missing = [n for i, n in zip(indexes, names, strict=True) if i not in lookup]
+        if missing:
+            raise ValueError(
+                f"scaling has no (low, high) for band(s) {missing}; give one per written band "
+                f"({names}) or a single (low, high) for all."
+            )
+        result = {n: [float(v) for v in lookup[i]] for i, n in zip(indexes, names, strict=True)}
+    else:
+        try:
+            low, high = (float(v) for v in scaling)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"scaling must be None, (low, high) or {{band: (low, high)}}, got {scaling!r}."
+            ) from None
+        result = {n: [low, high] for n in names}
+    for name, (low, high) in result.items():
+        if not high > low:
+            raise ValueError(f"scaling for band {name!r} needs high > low, got ({low}, {high}).")
+    return result
+
+
+def _all_names(path: PathLike) -> tuple[str, ...]:
+    with raster.open_raster(path) as ds:
+        return raster._band_names(ds)
+
+
+# --------------------------------------------------------------------------------------------
+# Writers (module-level functions so a process pool can pickle them)
+# --------------------------------------------------------------------------------------------
+
+
+def _partial(final: Path) -> Path:
+    return final.with_name(f".{final.name}{_PARTIAL}")
+
+
+def _write_geotiff(final: Path, array: np.ndarray, profile: dict, descriptions: list[str]) -> None:
+    tmp = _partial(final)
+    with rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(array)
+        dst.descriptions = tuple(descriptions)
+    os.replace(tmp, final)
+
+
+def _write_image(final: Path, image: np.ndarray, fmt: str, quality: int) -> None:
+    from PIL import Image
+
+    tmp = _partial(final)
+    picture = Image.fromarray(image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1))
+    if fmt == "png":
+        # Lossless; level 1 compresses about as well as 6 on imagery, several times faster.
+        picture.save(tmp, format="PNG", compress_level=1)
+    else:
+        picture.save(tmp, format="JPEG", quality=quality)
+    os.replace(tmp, final)
+
+
+def _write_npz(final: Path, arrays: dict[str, Any]) -> None:
+    """Write an uncompressed ``.npz`` that ``np.load`` reads like one from ``np.savez``.
+
+    Written by hand because ``np.savez`` stamps the current time into the zip (two identical
+    runs would not give identical bytes) and needs one stacked array; here a value may also be
+    a list of same-shape arrays, written as their stack ``(N, ...)`` without building it.
+    """
+    tmp = _partial(final)
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for key, value in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with zf.open(info, "w", force_zip64=True) as fid:
+                if isinstance(value, list):
+                    header = {
+                        "descr": np.lib.format.dtype_to_descr(value[0].dtype),
+                        "fortran_order": False,
+                        "shape": (len(value), *value[0].shape),
+                    }
+                    np.lib.format.write_array_header_1_0(fid, header)
+                    for item in value:
+                        fid.write(np.ascontiguousarray(item).data)
+                else:
+                    np.lib.format.write_array(fid, np.asanyarray(value), allow_pickle=False)
+    os.replace(tmp, final)
+
+
+def _atomic_text(final: Path, text: str) -> None:
+    tmp = _partial(final)
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, final)
+
+
+# --------------------------------------------------------------------------------------------
+# The index
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PatchIndex:
+    """What :func:`extract_patches` wrote: one row per patch, plus the run's metadata.
+
+    Attributes:
+        root: The output folder.
+        table: A DataFrame with columns ``id, row_off, col_off, height, width, minx, miny,
+            maxx, maxy`` (bounds in the raster's CRS), ``split, label, file`` (relative to
+            ``root``) and ``status`` (``"written"``, ``"skipped_nodata"``, ``"skipped_label"``
+            or ``"skipped_split"``), in row-major order.
+        metadata: The content of ``index.json``: ``config`` (what a resume compares),
+            ``source``, ``scaling`` (PNG/JPEG), ``counts`` and ``version``.
+    """
+
+    root: Path
+    table: pd.DataFrame
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def written(self) -> pd.DataFrame:
+        """Rows of the patches that have a file (or a place in an ``.npz`` shard)."""
+        return self.table[self.table["status"] == "written"]
+
+    @property
+    def skipped(self) -> pd.DataFrame:
+        """Rows of the patches left out, with the reason in ``status``."""
+        return self.table[self.table["status"] != "written"]
+
+    def files(self) -> list[Path]:
+        """Absolute paths of the written files (each shard once for ``npz``)."""
+        return [self.root / f for f in dict.fromkeys(self.written["file"])]
+
+    @classmethod
+    def load(cls, out_dir: PathLike) -> PatchIndex:
+        """Read the index of a finished :func:`extract_patches` run from ``out_dir``.
+
+        Raises:
+            FileNotFoundError: ``out_dir`` holds no complete index.
+        """
+        root = Path(out_dir)
+        meta_path, csv_path = root / "index.json", root / "index.csv"
+        if not csv_path.exists() or not meta_path.exists():
+            raise FileNotFoundError(
+                f"{root} holds no complete patch index (index.csv + index.json); run "
+                "extract_patches(...) into it first (a crashed run resumes when re-run)."
+            )
+        table = pd.read_csv(csv_path, dtype={"split": "string", "label": "Int64"})
+        return cls(root, table, json.loads(meta_path.read_text(encoding="utf-8")))
+
+
+def _geojson_crs(crs: Any) -> dict | None:
+    if crs is None:
+        return None
+    epsg = crs.to_epsg()
+    name = f"urn:ogc:def:crs:EPSG::{epsg}" if epsg else crs.to_wkt()
+    return {"type": "name", "properties": {"name": name}}
+
+
+def _footprint(window: Window, transform: Affine) -> list[list[float]]:
+    ring = _corners(window, transform)[::-1]  # top-left, bottom-left, bottom-right, top-right
+    # Shoelace: make the exterior ring counter-clockwise (right-hand rule).
+    pairs = zip(ring, ring[1:] + ring[:1], strict=True)
+    area = sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in pairs)
+    if area < 0:
+        ring.reverse()
+    return [[float(x), float(y)] for x, y in ring + ring[:1]]
+
+
+def _write_index(root: Path, table: pd.DataFrame, windows: list[Window], transform, crs) -> None:
+    csv_tmp = _partial(root / "index.csv")
+    table.to_csv(csv_tmp, index=False, lineterminator="\n")
+    os.replace(csv_tmp, root / "index.csv")
+    features = []
+    for row, window in zip(table.itertuples(index=False), windows, strict=True):
+        properties = {
+            "id": row.id,
+            "row_off": int(row.row_off),
+            "col_off": int(row.col_off),
+            "split": None if pd.isna(row.split) else str(row.split),
+            "label": None if pd.isna(row.label) else int(row.label),
+            "file": None if pd.isna(row.file) else str(row.file),
+            "status": row.status,
+        }
+        geometry = {"type": "Polygon", "coordinates": [_footprint(window, transform)]}
+        features.append({"type": "Feature", "properties": properties, "geometry": geometry})
+    collection: dict[str, Any] = {"type": "FeatureCollection", "name": "patches"}
+    crs_member = _geojson_crs(crs)
+    if crs_member is not None:
+        collection["crs"] = crs_member
+    collection["features"] = features
+    _atomic_text(root / "index.geojson", json.dumps(collection) + "\n")
+
+
+# --------------------------------------------------------------------------------------------
+# extract_patches
+# --------------------------------------------------------------------------------------------
+
+
+def _sha256_json(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def _source_identity(path: PathLike) -> dict[str, Any]:
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 20)
+    return {
+        "name": Path(path).name,
+        "size_bytes": os.path.getsize(path),
+        "sha256_first_mib": hashlib.sha256(head).hexdigest(),
+    }
+
+
+def _check_inputs(
+    windows: list[Window],
+    labels: Sequence[int] | None,
+    splits: Sequence[str | None] | None,
+    writer: str,
+    layout: str,
+    class_names: Mapping[int, str],
+    height: int,
+    width: int,
+    path: PathLike,
+) -> None:
+    if writer not in WRITERS:
+        raise ValueError(f"writer={writer!r} is not a writer; use one of {', '.join(WRITERS)}.")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout={layout!r} is not a layout; use one of {', '.join(LAYOUTS)}.")
+    if not windows:
+        raise ValueError("windows is empty; build a grid with tile_windows(height, width, size).")
+    for name, values in (("labels", labels), ("splits", splits)):
+        if values is not None and len(values) != len(windows):
+            raise ValueError(
+                f"{name} has {len(values)} entries but there are {len(windows)} windows; pass "
+                f"one {name[:-1]} per window, in the order of the windows."
+            )
+    if splits is not None:
+        bad = sorted({repr(s) for s in splits if s is not None and s not in SPLITS})
+        if bad:
+            raise ValueError(
+                f"splits holds {', '.join(bad)}; each split must be one of {SPLITS} or None."
+            )
+    if layout == "class_folders":
+        if writer == "npz":
+            raise ValueError(
+                'layout="class_folders" is for image files; npz shards store labels inside. '
+                'Use layout="flat" with writer="npz", or writer="png"/"jpeg"/"geotiff".'
+            )
+        if labels is None or splits is None:
+            raise ValueError(
+                'layout="class_folders" needs labels and splits (one per window) to choose '
+                'each patch\'s split/class_name folder; pass both, or use layout="flat".'
+            )
+        unknown = sorted({int(v) for v in labels} - set(class_names) - {IGNORE_LABEL})
+        if unknown:
+            raise ValueError(
+                f"labels {unknown} have no entry in class_names={dict(class_names)}; add a "
+                f"folder name for each label (or use IGNORE_LABEL={IGNORE_LABEL} to skip)."
+            )
+    ids = [patch_id(w) for w in windows]
+    if len(set(ids)) != len(ids):
+        duplicated = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise ValueError(
+            f"windows holds the same patch origin more than once ({duplicated}); patch ids must "
+            "be unique. Remove duplicated windows."
+        )
+    for position, window in enumerate(windows):
+        if _clip(window, height, width) is None:
+            raise ValueError(
+                f"windows[{position}] {window} lies outside {path} ({height} x {width} px); "
+                "build windows with tile_windows(dataset.height, dataset.width, ...)."
+            )
+
+
+def _owned_paths(root: Path) -> list[Path]:
+    """Outputs of extract_patches inside ``root`` (what overwrite=True may delete)."""
+    names = ["patches", "shards", *SPLITS, "index.csv", "index.geojson", "index.json"]
+    return [root / n for n in names if (root / n).exists()]
+
+
+def _prepare_out_dir(root: Path, config: dict, overwrite: bool) -> None:
+    meta_path = root / "index.json"
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"out_dir {root} is a file; pass a folder for the patches.")
+    previous = None
+    if meta_path.exists():
+        try:
+            previous = json.loads(meta_path.read_text(encoding="utf-8")).get("config")
+        except (json.JSONDecodeError, AttributeError):
+            previous = {}
+    owned = _owned_paths(root) if root.exists() else []
+    if previous == config and not overwrite:
+        return  # resume (or a finished run: nothing left to write)
+    if owned and not overwrite:
+        if previous is None:
+            reason = "patches without an index.json (unknown configuration)"
+        else:
+            keys = sorted(
+                k for k in set(config) | set(previous) if config.get(k) != previous.get(k)
+            )
+            reason = f"patches from a different configuration (differing keys: {', '.join(keys)})"
+        raise FileExistsError(
+            f"{root} already holds {reason}. Pass overwrite=True to delete them and start "
+            "again, or choose another out_dir."
+        )
+    for path in owned:
+        log.info("overwrite=True: deleting %s", path)
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _remove_partials(root: Path) -> None:
+    for stale in root.glob(f".index.*{_PARTIAL}"):
+        stale.unlink()
+    for folder in ("patches", "shards", *SPLITS):
+        if (root / folder).is_dir():
+            for stale in (root / folder).rglob(f".*{_PARTIAL}"):
+                stale.unlink()
+
+
+def _default_image_bands(names: tuple[str, ...]) -> list[int]:
+    lowered = [n.lower() for n in names]
+    if all(c in lowered for c in ("red", "green", "blue")):
+        return [lowered.index(c) + 1 for c in ("red", "green", "blue")]
+    return [1, 2, 3] if len(names) >= 3 else [1]
+
+
+class _Pool:
+    """Runs writes inline (workers=1) or in a bounded executor (at most 2 x workers queued)."""
+
+    def __init__(self, workers: int, kind: str):
+        self.executor: Executor | None = None
+        if workers > 1:
+            factory = ThreadPoolExecutor if kind == "thread" else ProcessPoolExecutor
+            self.executor = factory(max_workers=workers)
+        self.pending: deque[Future] = deque()
+        self.limit = 2 * max(workers, 1)
+
+    def submit(self, fn: Any, *args: Any) -> None:
+        if self.executor is None:
+            fn(*args)
+            return
+        self.pending.append(self.executor.submit(fn, *args))
+        while len(self.pending) > self.limit:
+            self.pending.popleft().result()
+
+    def close(self) -> None:
+        if self.executor is None:
+            return
+        try:
+            while self.pending:
+                self.pending.popleft().result()
+        finally:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def extract_patches(
+    path: PathLike,
+    out_dir: PathLike,
+    windows: Sequence[Window],
+    *,
+    writer: str = "geotiff",
+    bands: raster.BandSelection = None,
+    labels: Sequence[int] | None = None,
+    splits: Sequence[str | None] | None = None,
+    class_names: Mapping[int, str] | None = None,
+    layout: str = "flat",
+    scaling: Any = None,
+    max_nodata_fraction: float = 0.5,
+    overwrite: bool = False,
+    workers: int = 1,
+    progress: bool = True,
+    shard_size: int = 1024,
+    jpeg_quality: int = 95,
+    compress: str | None = None,
+    fill: float | None = None,
+    pool: str = "thread",
+    num_threads: int | str = "ALL_CPUS",
+) -> PatchIndex:
+    """Write the patches of a raster to ``out_dir`` with an index; resumable and atomic.
+
+    Output layout (``{ext}`` is ``tif``, ``png`` or ``jpg``)::
+
+        out_dir/patches/{patch_id}.{ext}                 layout="flat"
+        out_dir/{split}/{class_name}/{patch_id}.{ext}    layout="class_folders"
+        out_dir/shards/shard_{k:05d}.npz                 writer="npz"
+        out_dir/index.csv, index.geojson, index.json
+
+    ``layout="class_folders"`` is what ``keras.utils.image_dataset_from_directory(out_dir /
+    "train")`` reads. Patches labelled ``IGNORE_LABEL`` (-1) or with split None are skipped there
+    and listed in the index with status ``skipped_label`` / ``skipped_split``.
+
+    ``.npz`` shards are uncompressed ``np.savez`` archives holding ``images`` ``(N, bands, rows,
+    cols)`` (channels-first, source dtype), ``ids``, ``labels`` (-1 when none), ``splits`` (""
+    for None) and ``windows`` ``(N, 4)`` as ``row_off, col_off, height, width``. Shard ``k`` holds
+    the kept patches among windows ``k * shard_size`` to ``(k + 1) * shard_size - 1`` in
+    row-major order, so a shard may hold fewer than ``shard_size`` patches.
+
+    ``index.geojson`` holds the patch footprints in the raster's own CRS, named with a ``"crs"``
+    member as GDAL writes it (QGIS and geopandas place it correctly): footprints stay exact
+    rectangles on the pixel grid instead of reprojected approximations. This departs from RFC
+    7946 (lon/lat only); reproject with ``geopandas.read_file(...).to_crs(4326)`` for web maps.
+
+    Speed and memory: the source is streamed by :func:`iter_patches` (each block decoded once,
+    GDAL's block cache capped at 64 MiB while streaming). Per-patch files cost a file create and
+    close each, so ``workers > 1`` writes them in parallel threads. The ``npz`` writer holds one
+    shard of patches until it is written (``shard_size x bands x rows x cols`` values: 512 MiB
+    for 1024 patches of 4 x 256 x 256 uint16); lower ``shard_size`` to use less memory.
+
+    Resuming: ``index.json`` with the run's ``config`` is written first. Calling again with the
+    same configuration skips every patch whose final file (or shard) exists and writes the rest;
+    the result is byte-identical to an uninterrupted run. A different configuration raises,
+    naming the differing keys, unless ``overwrite=True`` (which deletes the previous outputs).
+    Every file is written under a temporary name in its folder and renamed when complete.
+
+    Args:
+        path: The source raster.
+        out_dir: Output folder (created if missing).
+        windows: Patch windows (e.g. from :func:`tile_windows`); labels/splits align with them.
+        writer: ``"geotiff"`` (georeferenced, source dtype), ``"png"`` (lossless 8-bit),
+            ``"jpeg"`` (lossy 8-bit) or ``"npz"`` (shards, fastest for training).
+        bands: Bands to write (indices or names). Default: all for geotiff/npz; for png/jpeg
+            red, green, blue by band description, else the first three (or the only band).
+        labels: One int per window (1 positive, 0 negative, -1 ignore), or None.
+        splits: One of "train"/"validation"/"test"/None per window, or None.
+        class_names: Folder name per label for ``"class_folders"``; default
+            ``{0: "negative", 1: "positive"}``.
+        layout: ``"flat"`` or ``"class_folders"`` (png/jpeg/geotiff; needs labels and splits).
+        scaling: png/jpeg only: ``(low, high)`` for all bands or ``{band: (low, high)}``, mapped
+            linearly to 0-255 with clipping (:func:`scale_to_uint8`). None computes per-band
+            2-98 % percentiles from one decimated read of the raster. The limits used are
+            recorded in ``index.json`` under ``"scaling"``.
+        max_nodata_fraction: Skip patches with a larger fraction of nodata pixels (a pixel is
+            nodata when all bands equal the nodata value, or it lies outside the raster).
+        overwrite: Delete outputs of a different (or unknown) configuration and start again.
+        workers: Parallel writers for per-patch files (creating and closing a file dominates
+            the cost of small patches).
+        progress: Show a tqdm progress bar.
+        shard_size: Windows per ``.npz`` shard.
+        jpeg_quality: JPEG quality (1-95).
+        compress: GeoTIFF compression of the patch files (e.g. ``"deflate"``); None (default)
+            writes them uncompressed, which is fastest to write and to read back in training.
+        fill: Value for pixels outside the raster; defaults to the raster's nodata (else 0).
+        pool: ``"thread"`` (default, measured faster: GDAL and Pillow release the GIL while
+            encoding and writing) or ``"process"``.
+        num_threads: ``GDAL_NUM_THREADS`` for reading the source.
+
+    Returns:
+        A :class:`PatchIndex`.
+
+    Raises:
+        FileNotFoundError, RasterError: the source cannot be opened.
+        FileExistsError: ``out_dir`` holds another configuration's patches and not overwrite.
+        ValueError: bad arguments (each message names the argument).
+    """
+    root = Path(out_dir)
+    window_list = [_int_window(w, f"windows[{i}]") for i, w in enumerate(windows)]
+    names_map = dict(DEFAULT_CLASS_NAMES if class_names is None else class_names)
+    if not 0 <= max_nodata_fraction <= 1:
+        raise ValueError(f"max_nodata_fraction must be in [0, 1], got {max_nodata_fraction}.")
+    if int(shard_size) < 1 or int(workers) < 1:
+        raise ValueError(f"shard_size and workers must be >= 1, got {shard_size}, {workers}.")
+    if pool not in ("thread", "process"):
+        raise ValueError(f'pool={pool!r}: use "thread" or "process".')
+
+    with raster.open_raster(path) as ds:
+        profile, all_names = dict(ds.profile), raster._band_names(ds)
+        height, width, crs, transform, nodata = ds.height, ds.width, ds.crs, ds.transform, ds.nodata
+    _check_inputs(window_list, labels, splits, writer, layout, names_map, height, width, path)
+    image_writer = writer in ("png", "jpeg")
+    if bands is None and image_writer:
+        indexes = _default_image_bands(all_names)
+    else:
+        indexes = raster.resolve_bands(bands, all_names, path=path)
+    if image_writer and len(indexes) not in (1, 3):
+        raise ValueError(
+            f"bands={bands!r} selects {len(indexes)} bands, but {writer} images hold 1 (grey) "
+            "or 3 (RGB); pass three bands such as ('red', 'green', 'blue') or one."
+        )
+    band_names = [all_names[i - 1] for i in indexes]
+
+    # Row-major order; labels and splits travel with their windows.
+    order = sorted(range(len(window_list)),
+                   key=lambda i: (window_list[i].row_off, window_list[i].col_off))  # fmt: skip
+    ordered = [window_list[i] for i in order]
+    row_labels = [None if labels is None else int(labels[i]) for i in order]
+    row_splits = [None if splits is None else splits[i] for i in order]
+
+    config: dict[str, Any] = {
+        "source": _source_identity(path),
+        "windows": {
+            "count": len(ordered),
+            "sizes": sorted({(w.height, w.width) for w in ordered}),
+            "sha256": _sha256_json([[w.row_off, w.col_off, w.height, w.width] for w in ordered]),
+        },
+        "labels": None if labels is None else _sha256_json(row_labels),
+        "splits": None if splits is None else _sha256_json(row_splits),
+        "class_names": {str(k): v for k, v in sorted(names_map.items())},
+        "writer": writer,
+        "layout": layout,
+        "bands": band_names,
+        "scaling": _jsonable(scaling) if image_writer else None,
+        "max_nodata_fraction": float(max_nodata_fraction),
+        "fill": fill,
+        "shard_size": int(shard_size) if writer == "npz" else None,
+        "jpeg_quality": int(jpeg_quality) if writer == "jpeg" else None,
+        "compress": compress if writer == "geotiff" else None,
+    }
+    config = json.loads(json.dumps(config))  # the form it takes once read back from disk
+    _prepare_out_dir(root, config, overwrite)
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_partials(root)
+    metadata: dict[str, Any] = {"config": config, "complete": False}
+    _atomic_text(root / "index.json", json.dumps(metadata, indent=2) + "\n")
+
+    limits = _resolve_scaling(scaling, path, indexes, band_names) if image_writer else None
+    ext = _EXTENSIONS[writer]
+
+    # Plan every row: file name and a status known before reading (label/split skips, resume).
+    files: list[str | None] = []
+    status: list[str | None] = []
+    for window, label, split in zip(ordered, row_labels, row_splits, strict=True):
+        pid = patch_id(window)
+        if writer == "npz":
+            files.append(None)
+            status.append(None)
+        elif layout == "class_folders" and label == IGNORE_LABEL:
+            files.append(None)
+            status.append("skipped_label")
+        elif layout == "class_folders" and split is None:
+            files.append(None)
+            status.append("skipped_split")
+        else:
+            folder = "patches" if layout == "flat" else f"{split}/{names_map[label]}"
+            name = f"{folder}/{pid}.{ext}"
+            files.append(name)
+            status.append("written" if (root / name).exists() else None)
+    shard_of = [i // int(shard_size) for i in range(len(ordered))]
+    if writer == "npz":
+        for k in sorted(set(shard_of)):
+            shard = root / "shards" / f"shard_{k:05d}.npz"
+            if shard.exists():
+                with np.load(shard) as data:
+                    kept = set(data["ids"].tolist())
+                for i in range(k * shard_size, min((k + 1) * shard_size, len(ordered))):
+                    files[i] = f"shards/{shard.name}"
+                    status[i] = "written" if patch_id(ordered[i]) in kept else "skipped_nodata"
+    todo = [i for i, s in enumerate(status) if s is None]
+    if len(todo) < len(ordered):
+        log.info("%s: resuming, %d of %d patches left", root, len(todo), len(ordered))
+    for folder in {Path(files[i]).parent for i in todo if files[i] is not None}:
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    if writer == "npz":
+        (root / "shards").mkdir(exist_ok=True)
+
+    geotiff_profile = dict(profile, count=len(indexes))
+    geotiff_profile.pop("predictor", None)
+    geotiff_profile.pop("compress", None)
+    geotiff_profile.pop("interleave", None)
+    if compress is not None:
+        geotiff_profile["compress"] = compress
+    shards: dict[int, _Shard] = {}
+    shard_remaining = {k: 0 for k in set(shard_of)}
+    for i in todo:
+        shard_remaining[shard_of[i]] += 1
+
+    writes = _Pool(int(workers), pool)
+    bar = tqdm(total=len(todo), desc="patches", unit="patch", disable=not progress)
+    try:
+        by_window = {patch_id(ordered[i]): i for i in todo}
+        for window, array in iter_patches(
+            path, [ordered[i] for i in todo], bands=indexes, fill=fill, num_threads=num_threads
+        ):
+            i = by_window[patch_id(window)]
+            fraction = _nodata_fraction(window, array, nodata, height, width)
+            keep = fraction <= max_nodata_fraction
+            if writer == "npz":
+                k = shard_of[i]
+                files[i] = f"shards/shard_{k:05d}.npz"
+                status[i] = "written" if keep else "skipped_nodata"
+                if k not in shards:
+                    shards[k] = _Shard(root, k)
+                if keep:
+                    shards[k].add(i, array)
+                shard_remaining[k] -= 1
+                if shard_remaining[k] == 0:
+                    shards.pop(k).finish(ordered, row_labels, row_splits, array)
+            elif not keep:
+                files[i], status[i] = None, "skipped_nodata"
+            else:
+                final = root / files[i]
+                if writer == "geotiff":
+                    patch = patch_profile(geotiff_profile, window, transform)
+                    writes.submit(_write_geotiff, final, array, patch, band_names)
+                else:
+                    image = scale_to_uint8(array, limits, nodata=nodata)
+                    writes.submit(_write_image, final, image, writer, int(jpeg_quality))
+                status[i] = "written"
+            bar.update()
+    finally:
+        bar.close()
+        writes.close()
+
+    table = _index_table(ordered, transform, row_splits, row_labels, files, status, labels)
+    _write_index(root, table, ordered, transform, crs)
+    counts = {str(k): int(v) for k, v in sorted(table["status"].value_counts().items())}
+    metadata = {
+        "config": config,
+        "complete": True,
+        "source": {
+            "path": os.fspath(path),
+            "crs": crs.to_string() if crs is not None else None,
+            "transform": [float(v) for v in tuple(transform)[:6]],
+            "width": width,
+            "height": height,
+            "dtype": profile["dtype"],
+            "nodata": raster._json_number(nodata),
+            "band_names": list(all_names),
+        },
+        "bands": band_names,
+        "scaling": limits,
+        "class_names": config["class_names"],
+        "footprint_crs": "raster CRS (index.geojson 'crs' member)",
+        "channels": "first: (bands, rows, cols); npz images (N, bands, rows, cols)",
+        "counts": counts,
+        "version": __version__,
+    }
+    _atomic_text(root / "index.json", json.dumps(metadata, indent=2) + "\n")
+    return PatchIndex(root, table, metadata)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _nodata_fraction(
+    window: Window, array: np.ndarray, nodata: float | None, height: int, width: int
+) -> float:
+    missing = _nodata_pixels(array, nodata).sum()
+    if nodata is None:
+        r0, r1, c0, c1 = _clip(window, height, width)  # outside pixels are not flagged above
+        missing += window.height * window.width - (r1 - r0) * (c1 - c0)
+    return float(missing) / (window.height * window.width)
+
+
+class _Shard:
+    """The kept patches of one ``.npz`` shard, until the shard is complete.
+
+    Patches are held as they come from :func:`iter_patches` (mostly views into its strips) and
+    streamed into the file one by one: no stacked copy, so memory is about one shard of pixels
+    (``shard_size`` patches) and nothing is copied twice.
+    """
+
+    def __init__(self, root: Path, k: int):
+        self.final = root / "shards" / f"shard_{k:05d}.npz"
+        self.rows: list[int] = []
+        self.images: list[np.ndarray] = []
+
+    def add(self, i: int, array: np.ndarray) -> None:
+        if self.images and array.shape != self.images[0].shape:
+            raise ValueError(
+                f"{self.final.name} mixes patch shapes {self.images[0].shape} and "
+                f"{array.shape}; npz shards need windows of one size. Use one size per "
+                "extract_patches call."
+            )
+        self.rows.append(i)
+        self.images.append(array)
+
+    def finish(self, ordered: list[Window], labels: list, splits: list, like: np.ndarray) -> None:
+        rows = self.rows
+        offsets = [[ordered[i].row_off, ordered[i].col_off, ordered[i].height, ordered[i].width]
+                   for i in rows]  # fmt: skip
+        images = self.images or np.empty((0, *like.shape), dtype=like.dtype)
+        _write_npz(
+            self.final,
+            {
+                "images": images,
+                "ids": np.array([patch_id(ordered[i]) for i in rows], dtype=str),
+                "labels": np.array([-1 if labels[i] is None else labels[i] for i in rows], "int64"),
+                "splits": np.array([splits[i] or "" for i in rows], dtype=str),
+                "windows": np.array(offsets, dtype="int64").reshape(-1, 4),
+            },
+        )
+        self.images = []
+
+
+def _index_table(
+    ordered: list[Window],
+    transform: Affine,
+    splits: list[str | None],
+    labels: list[int | None],
+    files: list[str | None],
+    status: list[str | None],
+    given_labels: Sequence[int] | None,
+) -> pd.DataFrame:
+    bounds = [window_bounds(w, transform) for w in ordered]
+    table = pd.DataFrame(
+        {
+            "id": [patch_id(w) for w in ordered],
+            "row_off": [w.row_off for w in ordered],
+            "col_off": [w.col_off for w in ordered],
+            "height": [w.height for w in ordered],
+            "width": [w.width for w in ordered],
+            "minx": [b[0] for b in bounds],
+            "miny": [b[1] for b in bounds],
+            "maxx": [b[2] for b in bounds],
+            "maxy": [b[3] for b in bounds],
+            "split": pd.array(splits, dtype="string"),
+            "label": pd.array(
+                labels if given_labels is not None else [None] * len(ordered), dtype="Int64"
+            ),  # fmt: skip
+            "file": files,
+            "status": status,
+        }
+    )
+    return table[_INDEX_COLUMNS]

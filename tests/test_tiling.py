@@ -1,0 +1,516 @@
+"""Tests for helpers.tiling: the patch grid, streaming reads, writers, the index, resuming."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from conftest import SCENE_BANDS, synthetic_reflectance, write_geotiff
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from rasterio.windows import Window
+
+from helpers import tiling
+
+HEIGHT, WIDTH, BLOCK = 100, 90, 16
+
+
+@pytest.fixture
+def scene(tmp_path: Path) -> Path:
+    """4-band uint16 100 x 90 scene, 16 x 16 tiles, nodata 0 in the top-left 24 x 24 corner,
+    a row of uint16 maximum values so 8-bit scaling must clip, overviews for the percentiles."""
+    data = synthetic_reflectance(HEIGHT, WIDTH, seed=3)
+    data[:, :24, :24] = 0
+    data[:, 60, :] = 65535
+    return write_geotiff(
+        tmp_path / "scene.tif", data, band_names=SCENE_BANDS, blocksize=BLOCK, overviews=(2, 4)
+    )
+
+
+def direct_read(path: Path, window: Window, bands=None) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return ds.read(bands, window=window, boundless=True, fill_value=ds.nodata)
+
+
+def tree_sha256(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# The grid
+# --------------------------------------------------------------------------------------------
+
+
+@st.composite
+def grids(draw, edge: str):
+    """A raster shape, a size and a stride <= size, with at most ~40 windows per axis."""
+    height, width = draw(st.integers(1, 600)), draw(st.integers(1, 600))
+    limit = (None, None) if edge == "pad" else (height, width)
+    size, stride = [], []
+    for dim, top in zip((height, width), limit, strict=True):
+        s = draw(st.integers(1, top if top is not None else 700))
+        size.append(s)
+        stride.append(draw(st.integers(max(1, min(s, dim // 40)), s)))
+    return height, width, tuple(size), tuple(stride)
+
+
+def assert_grid_basics(windows, size):
+    assert all((w.height, w.width) == size for w in windows)  # full size always
+    keys = [(w.row_off, w.col_off) for w in windows]
+    assert len(set(keys)) == len(keys)  # no duplicates
+    assert keys == sorted(keys)  # row-major
+
+
+@settings(max_examples=150, deadline=None)
+@given(grids("shift"))
+def test_shift_grid_covers_every_pixel_inside_the_raster(grid):
+    height, width, size, stride = grid
+    windows = tiling.tile_windows(height, width, size, stride)
+    assert_grid_basics(windows, size)
+    covered = np.zeros((height, width), dtype=bool)
+    for w in windows:
+        assert w.row_off >= 0 and w.col_off >= 0
+        assert w.row_off + w.height <= height and w.col_off + w.width <= width
+        covered[w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width] = True
+    assert covered.all()
+
+
+@settings(max_examples=150, deadline=None)
+@given(grids("pad"))
+def test_pad_grid_covers_every_pixel_on_the_regular_stride(grid):
+    height, width, size, stride = grid
+    windows = tiling.tile_windows(height, width, size, stride, edge="pad")
+    assert_grid_basics(windows, size)
+    covered = np.zeros((height, width), dtype=bool)
+    for w in windows:
+        assert w.row_off % stride[0] == 0 and w.col_off % stride[1] == 0
+        assert w.row_off < height and w.col_off < width  # every window holds real pixels
+        covered[w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width] = True
+    assert covered.all()
+
+
+@settings(max_examples=150, deadline=None)
+@given(grids("drop"))
+def test_drop_grid_never_exceeds_the_raster(grid):
+    height, width, size, stride = grid
+    windows = tiling.tile_windows(height, width, size, stride, edge="drop")
+    assert_grid_basics(windows, size)
+    assert windows  # size fits, so at least one window
+    for w in windows:
+        assert w.row_off % stride[0] == 0 and w.col_off % stride[1] == 0
+        assert w.row_off + w.height <= height and w.col_off + w.width <= width
+    # Complete: no further window on the regular stride would still fit.
+    last = windows[-1]
+    assert last.row_off + stride[0] + size[0] > height
+    assert last.col_off + stride[1] + size[1] > width
+
+
+def test_edge_modes_on_a_small_example():
+    offsets = {
+        edge: [(w.row_off, w.col_off) for w in tiling.tile_windows(10, 7, 4, edge=edge)]
+        for edge in tiling.EDGE_MODES
+    }
+    assert offsets["shift"] == [(r, c) for r in (0, 4, 6) for c in (0, 3)]
+    assert offsets["pad"] == [(r, c) for r in (0, 4, 8) for c in (0, 4)]
+    assert offsets["drop"] == [(r, c) for r in (0, 4) for c in (0,)]
+    rect = tiling.tile_windows(10, 7, (5, 3), (5, 2))
+    assert [(w.height, w.width) for w in rect] == [(5, 3)] * 6
+
+
+def test_overlap_to_stride():
+    assert tiling.overlap_to_stride(256, 64) == 192
+    assert tiling.overlap_to_stride((256, 128), (128, 0)) == (128, 128)
+    with pytest.raises(ValueError, match="overlap"):
+        tiling.overlap_to_stride(256, 256)
+    with pytest.raises(ValueError, match="overlap"):
+        tiling.overlap_to_stride(256, -1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"size": 120}, 'edge="pad"'),
+        ({"size": 120, "edge": "drop"}, 'edge="pad"'),
+        ({"size": 16, "stride": 0}, "stride must be positive"),
+        ({"size": 16, "stride": -4}, "stride must be positive"),
+        ({"size": 16, "stride": 20}, "allow_gaps"),
+        ({"size": 0}, "size must be positive"),
+        ({"size": 16, "edge": "reflect"}, "edge"),
+    ],
+)
+def test_bad_grid_arguments_raise_with_a_fix(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tiling.tile_windows(HEIGHT, WIDTH, **kwargs)
+
+
+def test_gaps_only_on_request_and_pad_accepts_a_patch_larger_than_the_raster():
+    gappy = tiling.tile_windows(HEIGHT, WIDTH, 16, 20, allow_gaps=True)
+    assert (gappy[1].col_off, gappy[-1].row_off) == (20, HEIGHT - 16)
+    (single,) = tiling.tile_windows(HEIGHT, WIDTH, 128, edge="pad")
+    assert (single.row_off, single.col_off, single.height) == (0, 0, 128)
+
+
+def test_patch_id_bounds_transform_and_profile():
+    window = Window(col_off=512, row_off=256, width=64, height=32)
+    assert tiling.patch_id(window) == "r000256_c000512"
+    transform = Affine(2, 0, 1000, 0, -2, 5000)
+    assert tiling.window_transform(window, transform) == Affine(2, 0, 2024, 0, -2, 4488)
+    assert tiling.window_bounds(window, transform) == (2024, 4424, 2152, 4488)
+    profile = {"driver": "GTiff", "width": 900, "height": 900, "count": 4, "dtype": "uint16",
+               "transform": transform, "tiled": True, "blockxsize": 256}  # fmt: skip
+    patch = tiling.patch_profile(profile, window)
+    assert (patch["width"], patch["height"], patch["count"]) == (64, 32, 4)
+    assert patch["transform"] == Affine(2, 0, 2024, 0, -2, 4488)
+    assert "blockxsize" not in patch and "blockxsize" in profile  # source profile untouched
+    with pytest.raises(ValueError, match="integer"):
+        tiling.patch_id(Window(0.5, 0, 4, 4))
+
+
+# --------------------------------------------------------------------------------------------
+# Streaming reads
+# --------------------------------------------------------------------------------------------
+
+
+def test_iter_patches_matches_direct_reads_in_row_major_order(scene):
+    windows = tiling.tile_windows(HEIGHT, WIDTH, 32, 24, edge="pad")
+    shuffled = [windows[i] for i in np.random.default_rng(0).permutation(len(windows))]
+    out = list(tiling.iter_patches(scene, shuffled, bands=["red", 4]))
+    assert [w for w, _ in out] == windows  # sorted back to row-major
+    for window, patch in out:
+        assert patch.shape == (2, 32, 32) and patch.dtype == np.uint16
+        np.testing.assert_array_equal(patch, direct_read(scene, window, [3, 4]))
+    edge_patch = out[-1][1]  # bottom-right: rows 72-103, cols 72-103; raster ends at 100 x 90
+    assert (edge_patch[:, 28:, :] == 0).all() and (edge_patch[:, :, 18:] == 0).all()
+    assert (edge_patch[:, :28, :18] != 0).all()
+    inside = out[0][1]
+    with pytest.raises(ValueError):
+        inside[0, 0, 0] = 1  # views into the strip buffer are read-only
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, HEIGHT - 1), st.integers(0, WIDTH - 1), st.integers(1, 40),
+                  st.integers(1, 40)),
+        min_size=1, max_size=8,
+    )
+)  # fmt: skip
+def test_iter_patches_equals_boundless_reads_for_any_windows(tmp_path_factory, boxes):
+    scene = tmp_path_factory.getbasetemp() / "any_windows.tif"
+    if not scene.exists():
+        write_geotiff(scene, synthetic_reflectance(HEIGHT, WIDTH, seed=5), blocksize=BLOCK)
+    windows = [Window(c, r, w, h) for r, c, h, w in boxes]
+    out = list(tiling.iter_patches(scene, windows, num_threads=1))
+    assert [w for w, _ in out] == sorted(windows, key=lambda w: (w.row_off, w.col_off))
+    for window, patch in out:
+        np.testing.assert_array_equal(patch, direct_read(scene, window))
+
+
+def test_read_patch_pads_with_fill(scene):
+    window = Window(80, 90, 16, 16)
+    patch = tiling.read_patch(scene, window, fill=7)
+    np.testing.assert_array_equal(patch[:, :10, :10], direct_read(scene, Window(80, 90, 10, 10)))
+    assert (patch[:, 10:, :] == 7).all() and (patch[:, :, 10:] == 7).all()
+    with pytest.raises(ValueError, match="does not overlap"):
+        tiling.read_patch(scene, Window(200, 0, 8, 8))
+
+
+@pytest.mark.parametrize(("size", "stride"), [(32, 32), (32, 16), (24, 8)])
+def test_each_source_block_is_read_once(scene, monkeypatch, size, stride):
+    reads = []
+    original = tiling._read_strip
+
+    def counting(dataset, indexes, window):
+        reads.append(window)
+        return original(dataset, indexes, window)
+
+    monkeypatch.setattr(tiling, "_read_strip", counting)
+    windows = tiling.tile_windows(HEIGHT, WIDTH, size, stride, edge="pad")
+    assert sum(1 for _ in tiling.iter_patches(scene, windows)) == len(windows)
+    rows = [(int(w.row_off), int(w.row_off + w.height)) for w in reads]
+    # Strips start on block rows, follow each other without overlap, and cover the scene once.
+    assert all(start % BLOCK == 0 for start, _ in rows)
+    assert [start for start, _ in rows] == [0] + [stop for _, stop in rows[:-1]]
+    assert rows[-1][1] == HEIGHT
+    assert len(reads) < len(windows)
+
+
+def test_strips_skip_rows_no_window_needs(scene, monkeypatch):
+    reads = []
+    original = tiling._read_strip
+    monkeypatch.setattr(
+        tiling, "_read_strip", lambda ds, idx, w: reads.append(w) or original(ds, idx, w)
+    )
+    windows = [Window(0, 0, 16, 16), Window(32, 70, 16, 16), Window(5, 74, 16, 16)]
+    for window, patch in tiling.iter_patches(scene, windows):
+        np.testing.assert_array_equal(patch, direct_read(scene, window))
+    assert [(w.row_off, w.height, w.col_off, w.width) for w in reads] == [
+        (0, 16, 0, 48),
+        (64, 32, 0, 48),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Writers
+# --------------------------------------------------------------------------------------------
+
+
+def test_geotiff_patches_keep_georeferencing_and_pixels(scene, tmp_path):
+    windows = tiling.tile_windows(HEIGHT, WIDTH, 32, edge="pad")
+    index = tiling.extract_patches(
+        scene, tmp_path / "out", windows, writer="geotiff", max_nodata_fraction=0.95,
+        progress=False, workers=2,
+    )  # fmt: skip
+    written = index.written
+    assert len(written) == len(windows)  # even the padded corner, 90 % outside the raster
+    with rasterio.open(scene) as src:
+        for row in written.itertuples():
+            window = Window(row.col_off, row.row_off, row.width, row.height)
+            with rasterio.open(tmp_path / "out" / row.file) as patch:
+                assert patch.crs == src.crs and patch.nodata == src.nodata
+                assert patch.dtypes == src.dtypes and patch.descriptions == SCENE_BANDS
+                assert patch.transform == rasterio.windows.transform(window, src.transform)
+                assert patch.bounds == (row.minx, row.miny, row.maxx, row.maxy)
+                np.testing.assert_array_equal(patch.read(), direct_read(scene, window))
+    assert (tmp_path / "out" / "patches" / "r000096_c000064.tif").exists()  # padded corner
+    np.testing.assert_array_equal(
+        rasterio.open(tmp_path / "out/patches/r000096_c000064.tif").read()[:, 4:], 0
+    )
+
+
+def test_index_files_csv_geojson_json(scene, tmp_path):
+    import geopandas as gpd
+
+    windows = tiling.tile_windows(HEIGHT, WIDTH, 32)
+    index = tiling.extract_patches(scene, tmp_path / "out", windows, writer="npz", progress=False)
+    loaded = tiling.PatchIndex.load(tmp_path / "out")
+    assert list(loaded.table.columns) == tiling._INDEX_COLUMNS
+    assert loaded.table["id"].tolist() == [tiling.patch_id(w) for w in windows]
+    frame = gpd.read_file(tmp_path / "out" / "index.geojson")
+    assert frame.crs.to_epsg() == 32633  # footprints in the raster's CRS
+    np.testing.assert_allclose(
+        frame.geometry.bounds.to_numpy(), index.table[["minx", "miny", "maxx", "maxy"]]
+    )
+    meta = json.loads((tmp_path / "out" / "index.json").read_text())
+    assert meta["complete"] and meta["config"]["writer"] == "npz"
+    assert meta["counts"] == {"skipped_nodata": 1, "written": len(windows) - 1}
+
+
+def test_png_scaling_is_recorded_and_applied_exactly(scene, tmp_path):
+    windows = tiling.tile_windows(HEIGHT, WIDTH, 32)
+    index = tiling.extract_patches(scene, tmp_path / "png", windows, writer="png", progress=False)
+    limits = index.metadata["scaling"]
+    assert list(limits) == ["red", "green", "blue"]  # default bands by description
+    assert all(high > low for low, high in limits.values())
+    assert json.loads((tmp_path / "png" / "index.json").read_text())["scaling"] == limits
+    for row in index.written.itertuples():
+        window = Window(row.col_off, row.row_off, row.width, row.height)
+        expected = tiling.scale_to_uint8(direct_read(scene, window, [3, 2, 1]), limits, nodata=0)
+        picture = np.asarray(Image.open(tmp_path / "png" / row.file))
+        assert picture.shape == (32, 32, 3)
+        np.testing.assert_array_equal(picture, np.moveaxis(expected, 0, -1))
+    # Explicit scaling: one (low, high) for all bands, clipped at both ends.
+    explicit = tiling.extract_patches(
+        scene, tmp_path / "grey", windows[-1:], writer="png", bands="nir", scaling=(0, 1000),
+        progress=False,
+    )  # fmt: skip
+    assert explicit.metadata["scaling"] == {"nir": [0.0, 1000.0]}
+    grey = np.asarray(Image.open(tmp_path / "grey" / explicit.table.file[0]))
+    window = windows[-1]
+    nir = direct_read(scene, window, [4])[0].astype(float)
+    np.testing.assert_array_equal(grey, np.clip(np.rint(nir * 255 / 1000), 0, 255))
+
+
+def test_jpeg_is_close_to_the_scaled_patch(scene, tmp_path):
+    windows = tiling.tile_windows(HEIGHT, WIDTH, 32)[4:6]
+    index = tiling.extract_patches(
+        scene, tmp_path / "out", windows, writer="jpeg", scaling={"red": (0, 3000),
+        "green": (0, 3000), "blue": (0, 3000)}, progress=False,
+    )  # fmt: skip
+    for row in index.written.itertuples():
+        assert row.file.endswith(".jpg")
+        window = Window(row.col_off, row.row_off, row.width, row.height)
+        expected = np.moveaxis(
+            tiling.scale_to_uint8(direct_read(scene, window, [3, 2, 1]), index.metadata["scaling"]),
+            0,
+            -1,
+        )
+        picture = np.asarray(Image.open(tmp_path / "out" / row.file)).astype(int)
+        assert np.abs(picture - expected).mean() < 4
+    with pytest.raises(ValueError, match="scaling has no"):
+        tiling.extract_patches(
+            scene, tmp_path / "bad", windows, writer="jpeg", scaling={"red": (0, 1)},
+            progress=False,
+        )  # fmt: skip
+
+
+def test_npz_shards_hold_images_ids_labels_splits(scene, tmp_path):
+    windows = tiling.tile_windows(HEIGHT, WIDTH, 32, 16, edge="shift")
+    labels = [i % 2 for i in range(len(windows))]
+    splits = ["train", "validation", "test", None] * (len(windows) // 4) + [None] * (
+        len(windows) % 4
+    )
+    index = tiling.extract_patches(
+        scene, tmp_path / "out", windows[::-1], writer="npz", labels=labels[::-1],
+        splits=splits[::-1], shard_size=10, progress=False,
+    )  # fmt: skip
+    shards = sorted((tmp_path / "out" / "shards").glob("*.npz"))
+    assert len(shards) == -(-len(windows) // 10)
+    seen = []
+    for shard in shards:
+        with np.load(shard) as data:
+            assert data["images"].dtype == np.uint16 and data["images"].shape[1:] == (4, 32, 32)
+            for image, pid, label, split, (r, c, h, w) in zip(
+                data["images"], data["ids"], data["labels"], data["splits"], data["windows"],
+                strict=True,
+            ):  # fmt: skip
+                position = [tiling.patch_id(x) for x in windows].index(pid)
+                assert (label, split or None) == (labels[position], splits[position])
+                np.testing.assert_array_equal(image, direct_read(scene, Window(c, r, w, h)))
+                seen.append(str(pid))
+    assert seen == index.written["id"].tolist()
+    assert seen == sorted(seen)
+
+
+def test_class_folders_are_readable_by_keras(scene, tmp_path):
+    keras = pytest.importorskip("keras")
+    windows = tiling.tile_windows(HEIGHT, WIDTH, 16)
+    labels = [(i % 3) - 1 for i in range(len(windows))]  # -1 ignore, 0, 1
+    splits = ["train" if i % 5 else "validation" for i in range(len(windows))]
+    splits[7] = None
+    index = tiling.extract_patches(
+        scene, tmp_path / "ds", windows, writer="png", labels=labels, splits=splits,
+        layout="class_folders", class_names={0: "no_roof", 1: "roof"}, progress=False,
+    )  # fmt: skip
+    table = index.table
+    assert set(table.loc[table.label == -1, "status"]) == {"skipped_label"}
+    assert table.loc[7, "status"] == "skipped_split"  # label 0, split None
+    expected_train = ((table.split == "train") & (table.status == "written")).sum()
+    assert (table.loc[table.status == "written", "file"].str.match(r"^(train|validation)/")).all()
+    dataset = keras.utils.image_dataset_from_directory(
+        tmp_path / "ds" / "train", image_size=(16, 16), batch_size=64, shuffle=False
+    )
+    assert dataset.class_names == ["no_roof", "roof"]
+    assert sum(int(images.shape[0]) for images, _ in dataset) == expected_train
+
+
+def test_class_folders_need_labels_and_splits(scene, tmp_path):
+    windows = tiling.tile_windows(HEIGHT, WIDTH, 32)
+    with pytest.raises(ValueError, match="needs labels and splits"):
+        tiling.extract_patches(scene, tmp_path, windows, writer="png", layout="class_folders")
+    with pytest.raises(ValueError, match="labels has 2 entries"):
+        tiling.extract_patches(scene, tmp_path, windows, labels=[0, 1])
+
+
+def test_mostly_nodata_patches_are_skipped(scene, tmp_path):
+    windows = [Window(0, 0, 32, 32), Window(8, 8, 32, 32), Window(40, 40, 32, 32)]
+    # nodata fractions: 24*24/1024 = 0.5625, 16*16/1024 = 0.25, 0
+    strict = tiling.extract_patches(
+        scene, tmp_path / "a", windows, writer="npz", max_nodata_fraction=0.2, progress=False
+    )
+    assert strict.table.status.tolist() == ["skipped_nodata", "skipped_nodata", "written"]
+    loose = tiling.extract_patches(scene, tmp_path / "b", windows, writer="npz", progress=False)
+    assert loose.table.status.tolist() == ["skipped_nodata", "written", "written"]
+
+
+# --------------------------------------------------------------------------------------------
+# Resume, configuration changes, overwrite
+# --------------------------------------------------------------------------------------------
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def crash_after(monkeypatch, name: str, calls: int) -> None:
+    original = getattr(tiling, name)
+    count = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        count["n"] += 1
+        if count["n"] > calls:
+            raise Crash("simulated crash")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tiling, name, flaky)
+
+
+@pytest.mark.parametrize(
+    ("writer", "seam", "calls"),
+    [("png", "_write_image", 5), ("geotiff", "_write_geotiff", 7), ("npz", "_write_npz", 2)],
+)
+def test_resume_after_a_crash_is_byte_identical(scene, tmp_path, monkeypatch, writer, seam, calls):
+    windows = tiling.tile_windows(HEIGHT, WIDTH, 24, 12, edge="pad")
+    kwargs = {"writer": writer, "progress": False, "shard_size": 8}
+    clean = tiling.extract_patches(scene, tmp_path / "clean", windows, **kwargs)
+    with monkeypatch.context() as patch:
+        crash_after(patch, seam, calls)
+        with pytest.raises(Crash):
+            tiling.extract_patches(scene, tmp_path / "resumed", windows, **kwargs)
+    assert not (tmp_path / "resumed" / "index.csv").exists()
+    written_before = set(tree_sha256(tmp_path / "resumed"))
+    resumed = tiling.extract_patches(scene, tmp_path / "resumed", windows, **kwargs)
+    assert tree_sha256(tmp_path / "resumed") == tree_sha256(tmp_path / "clean")
+    assert resumed.table.equals(clean.table)
+    assert len(written_before) > 1  # the crash left some patches, which were kept
+
+
+@pytest.mark.parametrize("writer", ["geotiff", "jpeg"])
+def test_parallel_writers_give_the_same_bytes(scene, tmp_path, writer):
+    windows = tiling.tile_windows(HEIGHT, WIDTH, 16, 12)
+    kwargs = {"writer": writer, "progress": False}
+    tiling.extract_patches(scene, tmp_path / "one", windows, **kwargs)
+    tiling.extract_patches(scene, tmp_path / "threads", windows, workers=3, **kwargs)
+    tiling.extract_patches(scene, tmp_path / "procs", windows, workers=2, pool="process", **kwargs)
+    reference = tree_sha256(tmp_path / "one")
+    assert len(reference) > 40
+    assert tree_sha256(tmp_path / "threads") == reference == tree_sha256(tmp_path / "procs")
+
+
+def test_a_different_configuration_raises_unless_overwrite(scene, tmp_path):
+    windows = tiling.tile_windows(HEIGHT, WIDTH, 32)
+    out = tmp_path / "out"
+    tiling.extract_patches(scene, out, windows, writer="png", progress=False)
+    before = tree_sha256(out)
+    with pytest.raises(FileExistsError, match="differing keys: bands, scaling"):
+        tiling.extract_patches(
+            scene, out, windows, writer="png", bands=["nir"], scaling=(0, 5000), progress=False
+        )
+    assert tree_sha256(out) == before  # nothing deleted
+    index = tiling.extract_patches(
+        scene, out, windows, writer="npz", overwrite=True, progress=False
+    )
+    assert not (out / "patches").exists()
+    assert {p.parent.name for p in index.files()} == {"shards"}
+
+
+def test_unknown_patches_in_out_dir_are_not_touched(scene, tmp_path):
+    (tmp_path / "out" / "patches").mkdir(parents=True)
+    (tmp_path / "out" / "patches" / "mine.png").write_bytes(b"x")
+    with pytest.raises(FileExistsError, match="unknown configuration"):
+        tiling.extract_patches(scene, tmp_path / "out", tiling.tile_windows(HEIGHT, WIDTH, 32))
+    assert (tmp_path / "out" / "patches" / "mine.png").exists()
+
+
+def test_bad_extract_arguments(scene, tmp_path):
+    windows = tiling.tile_windows(HEIGHT, WIDTH, 32)
+    with pytest.raises(ValueError, match="writer="):
+        tiling.extract_patches(scene, tmp_path, windows, writer="tiff")
+    with pytest.raises(ValueError, match="same patch origin"):
+        tiling.extract_patches(scene, tmp_path, windows + windows[:1])
+    with pytest.raises(ValueError, match="outside"):
+        tiling.extract_patches(scene, tmp_path, [Window(200, 0, 8, 8)])
+    with pytest.raises(ValueError, match="1 \\(grey\\) or 3"):
+        tiling.extract_patches(scene, tmp_path, windows, writer="png", bands=[1, 2])
+    with pytest.raises(FileNotFoundError):
+        tiling.extract_patches(tmp_path / "missing.tif", tmp_path, windows)
