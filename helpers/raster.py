@@ -841,7 +841,9 @@ def write_like(
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it or choose another path")
+        raise FileExistsError(
+            f"{path} exists; pass overwrite=True to replace it or choose another path"
+        )
     data = np.asarray(array)
     if data.ndim == 2:
         data = data[np.newaxis]
@@ -854,9 +856,16 @@ def write_like(
             )
         crs, transform = src.crs, src.transform
     profile = {
-        "driver": "GTiff", "height": data.shape[1], "width": data.shape[2], "count": data.shape[0],
-        "dtype": data.dtype.name, "crs": crs, "transform": transform, "nodata": nodata,
-        "compress": "deflate", "tiled": data.shape[1] >= 256 and data.shape[2] >= 256,
+        "driver": "GTiff",
+        "height": data.shape[1],
+        "width": data.shape[2],
+        "count": data.shape[0],
+        "dtype": data.dtype.name,
+        "crs": crs,
+        "transform": transform,
+        "nodata": nodata,
+        "compress": "deflate",
+        "tiled": data.shape[1] >= 256 and data.shape[2] >= 256,
     }
     if profile["tiled"]:
         profile.update(blockxsize=256, blockysize=256)

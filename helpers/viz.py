@@ -739,9 +739,15 @@ def plot_windows(
     handles, labels = [], []
     for key, rects in groups.items():
         colour = edgecolor if values is None else colors[key]
-        ax.add_collection(PatchCollection(
-            rects, facecolor=colour if fill_alpha else "none", edgecolor=colour,
-            linewidth=linewidth, alpha=None if not fill_alpha else fill_alpha))
+        ax.add_collection(
+            PatchCollection(
+                rects,
+                facecolor=colour if fill_alpha else "none",
+                edgecolor=colour,
+                linewidth=linewidth,
+                alpha=None if not fill_alpha else fill_alpha,
+            )
+        )
         if values is not None:
             handles.append(Patch(facecolor=colour, edgecolor=colour, alpha=fill_alpha or 1.0))
             labels.append(str(key))

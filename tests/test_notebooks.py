@@ -11,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import run_notebooks  # noqa: E402
+
 from helpers.sample_data import ensure_sample_region  # noqa: E402
 
 NOTEBOOKS = run_notebooks.discover()
@@ -31,8 +32,15 @@ def _region_and_figures(ctx: dict, name: str) -> dict:
 NOTEBOOK_PARAMETERS = {
     "00_setup": lambda ctx: _region_and_figures(ctx, "00_setup"),
     "01_imagery_basics": lambda ctx: _region_and_figures(ctx, "01_imagery_basics"),
-    "02_patching": lambda ctx: _region_and_figures(ctx, "02_patching")
-    | {"PATCH_SIZE": 64, "STRIDE": 32, "BLOCK_SIZE": 128, "DATASET_DIR": str(ctx["out"] / "patches")},
+    "02_patching": lambda ctx: (
+        _region_and_figures(ctx, "02_patching")
+        | {
+            "PATCH_SIZE": 64,
+            "STRIDE": 32,
+            "BLOCK_SIZE": 128,
+            "DATASET_DIR": str(ctx["out"] / "patches"),
+        }
+    ),
 }
 
 

@@ -427,8 +427,14 @@ def test_channel_helpers_add_axis_to_2d_and_reject_other_ndim():
 def test_write_like_keeps_the_grid_and_is_atomic(scene_path, tmp_path):
     info = raster.describe(scene_path)
     mask = (raster.read(scene_path, bands="nir")[0] > 3000).astype("uint8")
-    out = raster.write_like(tmp_path / "mask.tif", mask, scene_path, nodata=255,
-                            descriptions=["vegetation"], colormap={0: (0, 0, 0), 1: (0, 200, 0)})
+    out = raster.write_like(
+        tmp_path / "mask.tif",
+        mask,
+        scene_path,
+        nodata=255,
+        descriptions=["vegetation"],
+        colormap={0: (0, 0, 0), 1: (0, 200, 0)},
+    )
     written = raster.describe(out)
     assert (written.crs, written.transform, written.count) == (info.crs, info.transform, 1)
     assert written.nodata == 255 and written.band_names == ("vegetation",)

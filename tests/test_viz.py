@@ -335,8 +335,14 @@ def test_plot_windows_draws_one_rectangle_per_window_with_a_legend(scene_path):
     fig = viz.plot_image(image, info.transform, crs=info.crs)
     ax = fig.axes[0]
     windows = [Window(0, 0, 32, 32), Window(32, 0, 32, 32), Window(0, 32, 32, 32)]
-    viz.plot_windows(windows, info.transform, ax=ax, values=["train", "test", "train"],
-                     colors={"train": "tab:blue", "test": "tab:red"}, legend_title="split")
+    viz.plot_windows(
+        windows,
+        info.transform,
+        ax=ax,
+        values=["train", "test", "train"],
+        colors={"train": "tab:blue", "test": "tab:red"},
+        legend_title="split",
+    )
     rects = [p for c in ax.collections for p in c.get_paths()]
     assert len(rects) == 3
     # the first window's rectangle spans the raster's top-left 32 x 32 pixels in map units
