@@ -684,9 +684,12 @@ def measure_baselines(region: SampleRegion, max_size: int = 2048, tile: int = 64
     mu, sd = X[left].mean(0), X[left].std(0) + 1e-6
     Xn = (X - mu) / sd
     pred_lr = _logistic(Xn[left], y[left], Xn[~left])
-    c1, c0 = Xn[left & y].mean(0), Xn[left & ~y].mean(0)
     te = Xn[~left]
-    pred_nc = ((te - c1) ** 2).sum(1) < ((te - c0) ** 2).sum(1)
+    if (left & y).any() and (left & ~y).any():
+        c1, c0 = Xn[left & y].mean(0), Xn[left & ~y].mean(0)
+        pred_nc = ((te - c1) ** 2).sum(1) < ((te - c0) ** 2).sum(1)
+    else:  # a small scene may hold no positive (or negative) tile in its training half
+        pred_nc = np.zeros(len(te), bool)
     f1_lr, f1_nc = _f1(pred_lr, y[~left]), _f1(pred_nc, y[~left])
     return {
         "window_px": int(n),
