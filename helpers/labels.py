@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
@@ -44,6 +43,8 @@ from affine import Affine
 from pyogrio.errors import DataLayerError, DataSourceError
 from rasterio.crs import CRS
 from rasterio.windows import Window
+
+from helpers import raster
 
 __all__ = [
     "IGNORE_LABEL",
@@ -171,15 +172,7 @@ def read_vectors(
     """
     name = os.fspath(path)
     if not os.path.exists(name):
-        message = f"Vector file not found: {name}."
-        if "data/generated" in Path(name).as_posix():
-            message += (
-                " This file is generated, not stored in git: run `make data` or "
-                "`python -m helpers.sample_data` from the repository root first."
-            )
-        else:
-            message += " Check the path (it is relative to the current working directory)."
-        raise FileNotFoundError(message)
+        raise raster.file_not_found(name, "Vector file")
     unreadable = (
         "Pass a GeoJSON, a Shapefile (.shp with its .shx and .dbf) or a GeoPackage; rasters "
         "such as .tif files are read with helpers.raster instead."

@@ -50,6 +50,7 @@ __all__ = [
     "crs_units",
     "describe",
     "ensure_crs",
+    "file_not_found",
     "normalized_difference",
     "open_raster",
     "percentile_stretch",
@@ -127,6 +128,25 @@ def _missing_crs_message(path: str) -> str:
     )
 
 
+def file_not_found(path: PathLike, kind: str = "File") -> FileNotFoundError:
+    """The error for a missing input file, saying how to get it (generated data) or what to check.
+
+    Args:
+        path: The missing path.
+        kind: What it should have been, e.g. "Raster file" or "Vector file".
+    """
+    name = os.fspath(path)
+    message = f"{kind} not found: {name}."
+    if "data/generated" in Path(name).as_posix():
+        message += (
+            " This file is generated, not stored in git: run `make data` or "
+            "`python -m helpers.sample_data` from the repository root first."
+        )
+    else:
+        message += " Check the path (it is relative to the current working directory)."
+    return FileNotFoundError(message)
+
+
 def open_raster(path: PathLike, *, require_crs: bool = False) -> DatasetReader:
     """Open a raster for reading, with errors that say what went wrong and how to fix it.
 
@@ -152,15 +172,7 @@ def open_raster(path: PathLike, *, require_crs: bool = False) -> DatasetReader:
     """
     name = os.fspath(path)
     if not _is_remote(name) and not os.path.exists(name):
-        message = f"Raster file not found: {name}."
-        if "data/generated" in Path(name).as_posix():
-            message += (
-                " This file is generated, not stored in git: run `make data` or "
-                "`python -m helpers.sample_data` from the repository root first."
-            )
-        else:
-            message += " Check the path (it is relative to the current working directory)."
-        raise FileNotFoundError(message)
+        raise file_not_found(name, "Raster file")
     if os.path.isdir(name):
         raise RasterError(f"{name} is a folder, not a raster file: pass the path of a .tif file.")
     try:

@@ -65,6 +65,8 @@ from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from helpers import __version__, raster
+from helpers.labels import IGNORE_LABEL
+from helpers.splits import DEFAULT_NAMES as SPLITS
 
 __all__ = [
     "EDGE_MODES",
@@ -88,9 +90,7 @@ log = logging.getLogger(__name__)
 EDGE_MODES = ("shift", "pad", "drop")
 WRITERS = ("geotiff", "png", "jpeg", "npz")
 LAYOUTS = ("flat", "class_folders")
-SPLITS = ("train", "validation", "test")
 #: Label of a patch to leave out of the class folders (same value as helpers.labels.IGNORE_LABEL).
-IGNORE_LABEL = -1
 DEFAULT_CLASS_NAMES = {0: "negative", 1: "positive"}
 
 _EXTENSIONS = {"geotiff": "tif", "png": "png", "jpeg": "jpg", "npz": "npz"}
