@@ -93,6 +93,9 @@ LAYOUTS = ("flat", "class_folders")
 #: Label of a patch to leave out of the class folders (same value as helpers.labels.IGNORE_LABEL).
 DEFAULT_CLASS_NAMES = {0: "negative", 1: "positive"}
 
+#: Default size of an ``.npz`` shard in memory and on disk (``shard_size=None``).
+SHARD_BYTES = 64 * 2**20
+
 _EXTENSIONS = {"geotiff": "tif", "png": "png", "jpeg": "jpg", "npz": "npz"}
 _PARTIAL = ".partial"  # suffix of files being written; never a final name
 _INDEX_COLUMNS = [
@@ -951,7 +954,7 @@ def extract_patches(
     overwrite: bool = False,
     workers: int = 1,
     progress: bool = True,
-    shard_size: int = 1024,
+    shard_size: int | None = None,
     jpeg_quality: int = 95,
     compress: str | None = None,
     fill: float | None = None,
@@ -985,8 +988,8 @@ def extract_patches(
     Speed and memory: the source is streamed by :func:`iter_patches` (each block decoded once,
     GDAL's block cache capped at 64 MiB while streaming). Per-patch files cost a file create and
     close each, so ``workers > 1`` writes them in parallel threads. The ``npz`` writer holds one
-    shard of patches until it is written (``shard_size x bands x rows x cols`` values: 512 MiB
-    for 1024 patches of 4 x 256 x 256 uint16); lower ``shard_size`` to use less memory.
+    shard of patches until it is written; by default shards hold about ``SHARD_BYTES`` (64 MiB,
+    e.g. 128 patches of 4 x 256 x 256 uint16), so memory stays flat in scene size.
 
     Resuming: ``index.json`` with the run's ``config`` is written first. Calling again with the
     same configuration skips every patch whose final file (or shard) exists and writes the rest;
@@ -1017,7 +1020,8 @@ def extract_patches(
         workers: Parallel writers for per-patch files (creating and closing a file dominates
             the cost of small patches).
         progress: Show a tqdm progress bar.
-        shard_size: Windows per ``.npz`` shard.
+        shard_size: Windows per ``.npz`` shard; None (default) sizes shards to about
+            ``SHARD_BYTES``.
         jpeg_quality: JPEG quality (1-95).
         compress: GeoTIFF compression of the patch files (e.g. ``"deflate"``); None (default)
             writes them uncompressed, which is fastest to write and to read back in training.
@@ -1039,7 +1043,7 @@ def extract_patches(
     names_map = dict(DEFAULT_CLASS_NAMES if class_names is None else class_names)
     if not 0 <= max_nodata_fraction <= 1:
         raise ValueError(f"max_nodata_fraction must be in [0, 1], got {max_nodata_fraction}.")
-    if int(shard_size) < 1 or int(workers) < 1:
+    if (shard_size is not None and int(shard_size) < 1) or int(workers) < 1:
         raise ValueError(f"shard_size and workers must be >= 1, got {shard_size}, {workers}.")
     if pool not in ("thread", "process"):
         raise ValueError(f'pool={pool!r}: use "thread" or "process".')
@@ -1048,6 +1052,12 @@ def extract_patches(
         profile, all_names = dict(ds.profile), raster._band_names(ds)
         height, width, crs, transform, nodata = ds.height, ds.width, ds.crs, ds.transform, ds.nodata
     _check_inputs(window_list, labels, splits, writer, layout, names_map, height, width, path)
+    if shard_size is None:
+        # Shards of about SHARD_BYTES keep memory flat whatever the scene and patch size.
+        first = window_list[0] if window_list else Window(0, 0, 1, 1)
+        patch_bytes = profile["count"] * first.height * first.width
+        patch_bytes *= np.dtype(profile["dtype"]).itemsize
+        shard_size = max(1, SHARD_BYTES // patch_bytes)
     image_writer = writer in ("png", "jpeg")
     if bands is None and image_writer:
         indexes = _default_image_bands(all_names)

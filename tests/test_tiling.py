@@ -514,3 +514,17 @@ def test_bad_extract_arguments(scene, tmp_path):
         tiling.extract_patches(scene, tmp_path, windows, writer="png", bands=[1, 2])
     with pytest.raises(FileNotFoundError):
         tiling.extract_patches(tmp_path / "missing.tif", tmp_path, windows)
+
+
+def test_default_shards_hold_about_shard_bytes(scene, tmp_path, monkeypatch):
+    windows = tiling.tile_windows(HEIGHT, WIDTH, 16, 16)
+    with rasterio.open(scene) as src:
+        patch_bytes = src.count * 16 * 16 * np.dtype(src.dtypes[0]).itemsize
+    monkeypatch.setattr(tiling, "SHARD_BYTES", 3 * patch_bytes)  # three patches a shard
+    index = tiling.extract_patches(scene, tmp_path / "npz", windows, writer="npz", progress=False,
+                                   max_nodata_fraction=1.0)
+    shards = sorted((tmp_path / "npz" / "shards").glob("*.npz"))
+    assert len(shards) == -(-len(windows) // 3)
+    with np.load(shards[0]) as first:
+        assert first["images"].shape[0] == 3
+    assert index.metadata["config"]["shard_size"] == 3
