@@ -7,6 +7,8 @@ strips join seamlessly and memory stays bounded by the strip size.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import shapely
 from affine import Affine
@@ -206,6 +208,29 @@ def _geojson_shapes(geoms, values):
     return out
 
 
+class _Strip(NamedTuple):
+    """What the two dates of one strip share: its rows, grid, coordinates and texture fields."""
+
+    strip_index: int
+    row0: int
+    row1: int
+    ra: int  # first row rendered, halo included
+    H: int  # noqa: N815
+    W: int  # noqa: N815
+    tr: Affine
+    xs: np.ndarray
+    ys: np.ndarray
+    X: np.ndarray  # noqa: N815
+    Y: np.ndarray  # noqa: N815
+    n_lo: np.ndarray
+    n_mid: np.ndarray
+    n_hi: np.ndarray
+    n_soil: np.ndarray
+    gsel: np.ndarray
+    trange: tuple[int, int]
+    brange: tuple[int, int]
+
+
 class StripRenderer:
     """Render strips of one layout; holds per-layout lookup tables, no raster-sized state."""
 
@@ -273,51 +298,16 @@ class StripRenderer:
         gsel = np.nonzero((gb[:, 1] <= yhi) & (gb[:, 3] >= ylo))[0]
         t0, t1 = np.searchsorted(self.t_xy[:, 1], [ylo - self.pad, yhi + self.pad])
         b0, b1 = np.searchsorted(self.b_xy[:, 1], [ylo - self.pad, yhi + self.pad])
-        args = (
-            strip_index,
-            row0,
-            row1,
-            ra,
-            H,
-            W,
-            tr,
-            xs,
-            ys,
-            X,
-            Y,
-            n_lo,
-            n_mid,
-            n_hi,
-            n_soil,
-            gsel,
-            (t0, t1),
-            (b0, b1),
-        )
-        out = {d: self._render_date(d, *args) for d in (0, 1)}
+        strip = _Strip(
+            strip_index, row0, row1, ra, H, W, tr, xs, ys, X, Y,
+            n_lo, n_mid, n_hi, n_soil, gsel, (t0, t1), (b0, b1),
+        )  # fmt: skip
+        out = {d: self._render_date(d, strip) for d in (0, 1)}
         return out
 
-    def _render_date(
-        self,
-        d,
-        strip_index,
-        row0,
-        row1,
-        ra,
-        H,
-        W,
-        tr,
-        xs,
-        ys,
-        X,
-        Y,
-        n_lo,
-        n_mid,
-        n_hi,
-        n_soil,
-        gsel,
-        trange,
-        brange,
-    ):
+    def _render_date(self, d: int, strip: _Strip):
+        (strip_index, row0, row1, ra, H, W, tr, xs, ys, X, Y,
+         n_lo, n_mid, n_hi, n_soil, gsel, trange, brange) = strip  # fmt: skip
         lyt, sd = self.L, self.seed
         shape = (H, W)
         # ---------------------------------------------------------------- ground
