@@ -215,13 +215,13 @@ class _Strip(NamedTuple):
     row0: int
     row1: int
     ra: int  # first row rendered, halo included
-    H: int  # noqa: N815
-    W: int  # noqa: N815
+    H: int
+    W: int
     tr: Affine
     xs: np.ndarray
     ys: np.ndarray
-    X: np.ndarray  # noqa: N815
-    Y: np.ndarray  # noqa: N815
+    X: np.ndarray
+    Y: np.ndarray
     n_lo: np.ndarray
     n_mid: np.ndarray
     n_hi: np.ndarray
