@@ -48,6 +48,8 @@ import logging
 import math
 import os
 import shutil
+import struct
+import threading
 import zipfile
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -623,12 +625,127 @@ def _partial(final: Path) -> Path:
     return final.with_name(f".{final.name}{_PARTIAL}")
 
 
-def _write_geotiff(final: Path, array: np.ndarray, profile: dict, descriptions: list[str]) -> None:
+def _write_geotiff(
+    final: Path,
+    array: np.ndarray,
+    profile: dict,
+    descriptions: list[str],
+    template: _GeoTiffTemplate | None = None,
+) -> None:
     tmp = _partial(final)
-    with rasterio.open(tmp, "w", **profile) as dst:
-        dst.write(array)
-        dst.descriptions = tuple(descriptions)
+    if template is not None:
+        tmp.write_bytes(template.render(array, profile["transform"]))
+    else:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(array)
+            dst.descriptions = tuple(descriptions)
     os.replace(tmp, final)
+
+
+class _GeoTiffTemplate:
+    """The bytes of an uncompressed patch GeoTIFF, to stamp out patches of one run quickly.
+
+    Creating and closing a GeoTIFF through GDAL costs ~1.5-2 ms, more than reading the patch,
+    and it is the same work for every patch of a run: the files differ only in their pixels
+    and their origin. So GDAL writes one file with marker pixels and a marker origin; the offsets
+    of the pixel block and of the origin (the X, Y doubles, which GDAL stores more than once)
+    are found in its bytes, and each patch is that file with those ranges replaced.
+    :meth:`build` checks the result by reading a stamped file back with rasterio and returns
+    None (GDAL then writes every patch) whenever the layout is not the simple one this relies
+    on: compression, rotated transforms, non-contiguous strips.
+    """
+
+    _MARKER_ORIGIN = (1234567.0625, 7654321.03125)  # exactly representable doubles
+
+    def __init__(
+        self, blob: bytes, origin_at: list[int], data_at: int, interleave: str, shape, dtype
+    ):
+        self.blob, self.origin_at, self.data_at = blob, origin_at, data_at
+        self.interleave, self.shape, self.dtype = interleave, tuple(shape), np.dtype(dtype)
+
+    def _pixels(self, array: np.ndarray) -> bytes:
+        data = np.ascontiguousarray(array, dtype=self.dtype.newbyteorder("<"))
+        return (data.transpose(1, 2, 0) if self.interleave == "pixel" else data).tobytes()
+
+    def render(self, array: np.ndarray, transform: Affine) -> bytes:
+        if tuple(array.shape) != self.shape:
+            raise ValueError(f"patch of shape {array.shape} for a template of {self.shape}")
+        pixels = self._pixels(array)
+        out = bytearray(self.blob)
+        origin = struct.pack("<dd", transform.c, transform.f)
+        for at in self.origin_at:
+            out[at : at + 16] = origin
+        out[self.data_at : self.data_at + len(pixels)] = pixels
+        return bytes(out)
+
+    @staticmethod
+    def _gdal_bytes(profile: dict, array: np.ndarray, descriptions: list[str]) -> bytes:
+        from rasterio.io import MemoryFile
+
+        with MemoryFile() as memfile:
+            with memfile.open(**profile) as dst:
+                dst.write(array)
+                dst.descriptions = tuple(descriptions)
+            return bytes(memfile.read())
+
+    @classmethod
+    def build(cls, profile: dict, descriptions: list[str], shape, dtype) -> _GeoTiffTemplate | None:
+        t = profile["transform"]
+        if profile.get("compress") or t.b or t.d:
+            return None
+        x0, y0 = cls._MARKER_ORIGIN
+        marker = dict(profile, transform=Affine(t.a, 0, x0, 0, t.e, y0))
+        rng = np.random.default_rng(0)
+        info = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else None
+        high = min(int(info.max), 2**31 - 1) if info else 1
+        data = (rng.integers(1, high, size=shape) if info else rng.random(shape)).astype(dtype)
+        blob = cls._gdal_bytes(marker, data, descriptions)
+        origin = struct.pack("<dd", x0, y0)
+        origin_at, at = [], blob.find(origin)
+        while at >= 0:
+            origin_at.append(at)
+            at = blob.find(origin, at + 1)
+        if blob[:2] != b"II" or not origin_at:
+            return None
+        for interleave in ("pixel", "band"):
+            template = cls(blob, origin_at, -1, interleave, shape, dtype)
+            pixels = template._pixels(data)
+            if blob.count(pixels) == 1:
+                template.data_at = blob.find(pixels)
+                break
+        else:
+            return None
+        # Check once: a stamped patch must read back exactly as GDAL would have written it.
+        from rasterio.io import MemoryFile
+
+        check = data[:, ::-1].copy()
+        origin_check = Affine(t.a, 0, t.c + 3 * t.a, 0, t.e, t.f + 5 * t.e)
+        with MemoryFile(template.render(check, origin_check)) as memfile, memfile.open() as src:
+            ok = (
+                src.transform == origin_check
+                and np.array_equal(src.read(), check)
+                and src.crs == profile.get("crs")
+                and src.nodata == profile.get("nodata")
+                and tuple(src.descriptions) == tuple(descriptions)
+            )
+        return template if ok else None
+
+
+class _TemplateCache:
+    """One :class:`_GeoTiffTemplate` per patch shape and dtype within a run (None: not possible)."""
+
+    def __init__(self) -> None:
+        self._templates: dict[tuple, _GeoTiffTemplate | None] = {}
+        self._lock = threading.Lock()
+
+    def get(self, profile: dict, descriptions: list[str], array: np.ndarray):
+        key = (array.shape, array.dtype.str)
+        with self._lock:
+            if key not in self._templates:
+                self._templates[key] = _GeoTiffTemplate.build(
+                    profile, descriptions, array.shape, array.dtype
+                )
+            return self._templates[key]
 
 
 def _write_image(final: Path, image: np.ndarray, fmt: str, quality: int) -> None:
@@ -1156,6 +1273,7 @@ def extract_patches(
         shard_remaining[shard_of[i]] += 1
 
     writes = _Pool(int(workers), pool)
+    templates = _TemplateCache()
     bar = tqdm(total=len(todo), desc="patches", unit="patch", disable=not progress)
     try:
         by_window = {patch_id(ordered[i]): i for i in todo}
@@ -1182,7 +1300,8 @@ def extract_patches(
                 final = root / files[i]
                 if writer == "geotiff":
                     patch = patch_profile(geotiff_profile, window, transform)
-                    writes.submit(_write_geotiff, final, array, patch, band_names)
+                    template = templates.get(patch, band_names, array) if pool == "thread" else None
+                    writes.submit(_write_geotiff, final, array, patch, band_names, template)
                 else:
                     image = scale_to_uint8(array, limits, nodata=nodata)
                     writes.submit(_write_image, final, image, writer, int(jpeg_quality))

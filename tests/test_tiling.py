@@ -528,3 +528,33 @@ def test_default_shards_hold_about_shard_bytes(scene, tmp_path, monkeypatch):
     with np.load(shards[0]) as first:
         assert first["images"].shape[0] == 3
     assert index.metadata["config"]["shard_size"] == 3
+
+
+@pytest.mark.parametrize("edge", ["shift", "pad"])
+def test_stamped_geotiffs_equal_gdal_written_ones(scene, tmp_path, edge):
+    # Threads stamp patches from one GDAL-written template; processes let GDAL write each file.
+    windows = tiling.tile_windows(HEIGHT, WIDTH, 24, 16, edge=edge)
+    kwargs = {"writer": "geotiff", "progress": False, "max_nodata_fraction": 1.0, "workers": 2}
+    stamped = tiling.extract_patches(scene, tmp_path / "stamped", windows, pool="thread", **kwargs)
+    gdal = tiling.extract_patches(scene, tmp_path / "gdal", windows, pool="process", **kwargs)
+    assert stamped.table.equals(gdal.table)
+    for a_path, b_path in zip(stamped.files(), gdal.files(), strict=True):
+        with rasterio.open(a_path) as a, rasterio.open(b_path) as b:
+            assert a.profile == b.profile and a.descriptions == b.descriptions
+            np.testing.assert_array_equal(a.read(), b.read())
+
+
+def test_geotiff_template_only_for_the_simple_layout(scene):
+    with rasterio.open(scene) as src:
+        profile = tiling.patch_profile(src.profile, Window(0, 0, 16, 16))
+        array = src.read(window=Window(0, 0, 16, 16))
+    profile.pop("compress", None)
+    names = ["blue", "green", "red", "nir"]
+    template = tiling._GeoTiffTemplate.build(profile, names, array.shape, array.dtype)
+    assert template is not None
+    with rasterio.io.MemoryFile(template.render(array, profile["transform"])) as mem:
+        with mem.open() as back:
+            np.testing.assert_array_equal(back.read(), array)
+            assert back.transform == profile["transform"]
+    compressed = dict(profile, compress="deflate")
+    assert tiling._GeoTiffTemplate.build(compressed, names, array.shape, array.dtype) is None
