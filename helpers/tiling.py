@@ -1103,8 +1103,10 @@ def extract_patches(
     7946 (lon/lat only); reproject with ``geopandas.read_file(...).to_crs(4326)`` for web maps.
 
     Speed and memory: the source is streamed by :func:`iter_patches` (each block decoded once,
-    GDAL's block cache capped at 64 MiB while streaming). Per-patch files cost a file create and
-    close each, so ``workers > 1`` writes them in parallel threads. The ``npz`` writer holds one
+    GDAL's block cache capped at 64 MiB while streaming). Creating a GeoTIFF through GDAL costs
+    more than reading the patch, so uncompressed per-patch GeoTIFFs are stamped from one
+    GDAL-written, read-back-checked template (see ``_GeoTiffTemplate``; compressed ones, and
+    ``pool="process"``, go through GDAL file by file); ``workers > 1`` writes files in parallel. The ``npz`` writer holds one
     shard of patches until it is written; by default shards hold about ``SHARD_BYTES`` (64 MiB,
     e.g. 128 patches of 4 x 256 x 256 uint16), so memory stays flat in scene size.
 
