@@ -1107,8 +1107,9 @@ def extract_patches(
     more than reading the patch, so uncompressed per-patch GeoTIFFs are stamped from one
     GDAL-written, read-back-checked template (see ``_GeoTiffTemplate``; compressed ones, and
     ``pool="process"``, go through GDAL file by file); ``workers > 1`` writes files in parallel.
-    The ``npz`` writer holds one shard of patches until it is written; by default shards hold about ``SHARD_BYTES`` (64 MiB,
-    e.g. 128 patches of 4 x 256 x 256 uint16), so memory stays flat in scene size.
+    The ``npz`` writer holds one shard of patches until it is written; by default shards hold
+    about ``SHARD_BYTES`` (64 MiB, e.g. 128 patches of 4 x 256 x 256 uint16), so memory stays
+    flat in scene size.
 
     Resuming: ``index.json`` with the run's ``config`` is written first. Calling again with the
     same configuration skips every patch whose final file (or shard) exists and writes the rest;
