@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,6 +41,8 @@ from typing import Any
 import keras
 import numpy as np
 from keras import layers
+
+from helpers.files import atomic_write_text
 
 __all__ = [
     "EXTRA_BAND_OFFSET",
@@ -484,16 +485,7 @@ def write_model_card(path: PathLike, **fields: Any) -> Path:
         ordered["bands"] = list(ordered["bands"])
     _validate_card(ordered, f"for {card_path}")
     text = json.dumps(ordered, indent=2, default=_json_default) + "\n"
-    card_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=card_path.name + ".", suffix=".tmp", dir=card_path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, card_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return card_path
+    return atomic_write_text(card_path, text)
 
 
 def read_model_card(path: PathLike) -> dict[str, Any]:

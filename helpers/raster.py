@@ -41,6 +41,8 @@ from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
+from helpers.files import atomic_path
+
 __all__ = [
     "SPECTRAL_INDICES",
     "MissingCRSError",
@@ -881,17 +883,10 @@ def write_like(
     }
     if profile["tiled"]:
         profile.update(blockxsize=256, blockysize=256)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.partial"
-    try:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(data)
-            for i, name in enumerate(descriptions or [], start=1):
-                dst.set_band_description(i, name)
-            if colormap is not None:
-                dst.write_colormap(1, colormap)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(data)
+        for i, name in enumerate(descriptions or [], start=1):
+            dst.set_band_description(i, name)
+        if colormap is not None:
+            dst.write_colormap(1, colormap)
     return path

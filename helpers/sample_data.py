@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 
 from helpers._scene_layout import build_layout
 from helpers._scene_render import StripRenderer
+from helpers.files import atomic_write_text
 
 __all__ = [
     "CLOUD_CLASSES",
@@ -286,9 +287,7 @@ def _write_geojson(path: Path, geoms: np.ndarray, props: list[dict]) -> None:
 
 
 def _atomic_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def generate_sample_region(

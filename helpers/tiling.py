@@ -67,6 +67,7 @@ from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from helpers import __version__, raster
+from helpers.files import atomic_write_text
 from helpers.labels import IGNORE_LABEL
 from helpers.splits import DEFAULT_NAMES as SPLITS
 
@@ -787,12 +788,6 @@ def _write_npz(final: Path, arrays: dict[str, Any]) -> None:
     os.replace(tmp, final)
 
 
-def _atomic_text(final: Path, text: str) -> None:
-    tmp = _partial(final)
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, final)
-
-
 # --------------------------------------------------------------------------------------------
 # The index
 # --------------------------------------------------------------------------------------------
@@ -891,7 +886,7 @@ def _write_index(root: Path, table: pd.DataFrame, windows: list[Window], transfo
     if crs_member is not None:
         collection["crs"] = crs_member
     collection["features"] = features
-    _atomic_text(root / "index.geojson", json.dumps(collection) + "\n")
+    atomic_write_text(root / "index.geojson", json.dumps(collection) + "\n")
 
 
 # --------------------------------------------------------------------------------------------
@@ -1222,7 +1217,7 @@ def extract_patches(
     root.mkdir(parents=True, exist_ok=True)
     _remove_partials(root)
     metadata: dict[str, Any] = {"config": config, "complete": False}
-    _atomic_text(root / "index.json", json.dumps(metadata, indent=2) + "\n")
+    atomic_write_text(root / "index.json", json.dumps(metadata, indent=2) + "\n")
 
     limits = _resolve_scaling(scaling, path, indexes, band_names) if image_writer else None
     ext = _EXTENSIONS[writer]
@@ -1338,7 +1333,7 @@ def extract_patches(
         "counts": counts,
         "version": __version__,
     }
-    _atomic_text(root / "index.json", json.dumps(metadata, indent=2) + "\n")
+    atomic_write_text(root / "index.json", json.dumps(metadata, indent=2) + "\n")
     return PatchIndex(root, table, metadata)
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from matplotlib.path import Path as MplPath
 from rasterio.crs import CRS
 from rasterio.plot import plotting_extent
 
+from helpers.files import atomic_path
 from helpers.raster import MissingCRSError, crs_units
 
 __all__ = [
@@ -677,19 +677,11 @@ def save_figure(
             f"Cannot save a figure as {path}: use one of the suffixes "
             f"{', '.join('.' + s for s in sorted(supported))}."
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
     savefig_kwargs.setdefault("bbox_inches", "tight")
     if fmt in ("pdf", "svg"):
         savefig_kwargs.setdefault("metadata", {"CreationDate" if fmt == "pdf" else "Date": None})
-    # A unique name next to the target (not mkstemp, whose 0600 mode would stick to the file).
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-    try:
-        with plt.rc_context({"svg.hashsalt": "helpers.viz"}):
-            fig.savefig(tmp, format=fmt, dpi=dpi, **savefig_kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, plt.rc_context({"svg.hashsalt": "helpers.viz"}):
+        fig.savefig(tmp, format=fmt, dpi=dpi, **savefig_kwargs)
     return path
 
 

@@ -22,10 +22,11 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from helpers.files import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -57,18 +58,6 @@ def discover(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
     return sorted(p for p in notebook_dir.glob("*.ipynb") if NOTEBOOK_NAME.match(p.name))
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export_html(executed: Path, html_path: Path) -> Path:
     """Write an HTML rendering of an executed notebook (figures embedded)."""
     import nbformat
@@ -76,7 +65,7 @@ def export_html(executed: Path, html_path: Path) -> Path:
 
     nb = nbformat.read(executed, as_version=4)
     body, _ = HTMLExporter().from_notebook_node(nb)
-    _atomic_write_text(html_path, body)
+    atomic_write_text(html_path, body)
     return html_path
 
 
@@ -209,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         "total_seconds": round(time.perf_counter() - total, 1),
         "notebooks": [asdict(r) | {"seconds": round(r.seconds, 1)} for r in runs],
     }
-    _atomic_write_text(Path(args.out) / "run_summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(Path(args.out) / "run_summary.json", json.dumps(summary, indent=2) + "\n")
     print(
         f"{len(runs)} notebooks executed in {summary['total_seconds']:.0f} s; "
         f"executed copies in {Path(args.out) / 'notebooks'}, HTML in {Path(args.out) / 'html'}"
