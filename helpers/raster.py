@@ -59,6 +59,7 @@ __all__ = [
     "read",
     "read_decimated",
     "resolve_bands",
+    "scene_percentiles",
     "spectral_index",
     "to_channels_first",
     "to_channels_last",
@@ -590,6 +591,7 @@ def percentile_stretch(
     *,
     nodata: float | None = None,
     per_band: bool = True,
+    limits: Sequence[Sequence[float]] | None = None,
 ) -> np.ndarray:
     """Linearly stretch values so the ``low``-``high`` percentile range fills ``[0, 1]``.
 
@@ -607,6 +609,9 @@ def percentile_stretch(
         nodata: Value marking invalid pixels (e.g. ``RasterInfo.nodata``).
         per_band: Stretch each band on its own (default; balances colours) or all bands with
             one shared range (keeps relative brightness between bands).
+        limits: One ``(value_low, value_high)`` per band to use instead of this array's own
+            percentiles, e.g. from :func:`scene_percentiles`, so that patches, zooms or dates
+            share one stretch and the same reflectance keeps the same colour.
 
     Returns:
         float32 array of the same shape, values in ``[0, 1]`` or nan.
@@ -626,18 +631,70 @@ def percentile_stretch(
     data[invalid] = np.nan
     stack = data if data.ndim == 3 else data[np.newaxis]
     out = np.full(stack.shape, np.nan, dtype=np.float32)
+    if limits is not None and len(limits) != stack.shape[0]:
+        raise ValueError(f"limits has {len(limits)} (low, high) pairs for {stack.shape[0]} bands")
+    per_band = per_band or limits is not None
     groups = [[i] for i in range(stack.shape[0])] if per_band else [list(range(stack.shape[0]))]
     for group in groups:
         values = stack[group]
         finite = values[np.isfinite(values)]
         if finite.size == 0:
             continue
-        lo, hi = np.percentile(finite, [low, high])
+        if limits is not None:
+            lo, hi = (float(v) for v in limits[group[0]])
+        else:
+            lo, hi = np.percentile(finite, [low, high])
         if hi > lo:
             out[group] = np.clip((values - lo) / (hi - lo), 0.0, 1.0)
         else:
             out[group] = np.where(np.isfinite(values), 0.0, np.nan)
     return out if data.ndim == 3 else out[0]
+
+
+def scene_percentiles(
+    path: PathLike,
+    bands: BandSelection = None,
+    low: float = 2.0,
+    high: float = 98.0,
+    *,
+    max_size: int = 1024,
+) -> dict[str, list[float]]:
+    """Per-band percentiles of a whole raster, from one decimated (overview) read.
+
+    The stretch limits of a scene: pass ``list(limits.values())`` to
+    :func:`percentile_stretch` to draw patches or zooms with the scene's colours, or record them
+    as the scaling of 8-bit patches. Nodata is ignored.
+
+    Args:
+        path: The raster.
+        bands: Bands to measure (names or 1-based indices; None: all).
+        low: Lower percentile.
+        high: Upper percentile.
+        max_size: Longest side of the decimated read.
+
+    Returns:
+        ``{band name: [value at low, value at high]}`` in band order; ``high`` is nudged above
+        ``low`` for a constant band.
+
+    Raises:
+        ValueError: a band holds only nodata.
+    """
+    with open_raster(path) as ds:
+        names = _band_names(ds)
+    indexes = resolve_bands(bands, names, path=path)
+    image, _ = read_decimated(path, max_size=max_size, bands=indexes, masked=True)
+    limits = {}
+    for index, band in zip(indexes, image, strict=True):
+        values = band.compressed()
+        if values.size == 0:
+            raise ValueError(
+                f"band {names[index - 1]!r} of {path} holds only nodata: no percentiles to "
+                "compute; give (low, high) values yourself (limits= for a stretch, scaling= "
+                "for 8-bit patches)."
+            )
+        lo, hi = (float(v) for v in np.percentile(values, [low, high]))
+        limits[names[index - 1]] = [lo, hi if hi > lo else lo + 1.0]
+    return limits
 
 
 def composite(

@@ -568,24 +568,9 @@ def _nodata_pixels(array: np.ndarray, nodata: float | None) -> np.ndarray:
     return (array == nodata).all(axis=0)
 
 
-def _percentile_limits(path: PathLike, indexes: list[int], names: list[str]) -> dict:
-    """Per-band 2-98 % percentiles from one decimated (overview) read of the whole raster."""
-    image, _ = raster.read_decimated(path, max_size=1024, bands=indexes, masked=True)
-    limits = {}
-    for name, band in zip(names, image, strict=True):
-        values = band.compressed()
-        if values.size == 0:
-            raise ValueError(
-                f"band {name!r} of {path} holds only nodata; pass scaling=(low, high) explicitly."
-            )
-        low, high = (float(v) for v in np.percentile(values, [2, 98]))
-        limits[name] = [low, high if high > low else low + 1.0]
-    return limits
-
-
 def _resolve_scaling(scaling: Any, path: PathLike, indexes: list[int], names: list[str]) -> dict:
     if scaling is None:
-        return _percentile_limits(path, indexes, names)
+        return raster.scene_percentiles(path, indexes)
     if isinstance(scaling, Mapping):
         lookup = {}
         for key, pair in scaling.items():

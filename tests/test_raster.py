@@ -444,3 +444,25 @@ def test_write_like_keeps_the_grid_and_is_atomic(scene_path, tmp_path):
         raster.write_like(out, mask, scene_path)
     with pytest.raises(ValueError, match="same grid"):
         raster.write_like(tmp_path / "bad.tif", mask[:10], scene_path)
+
+
+def test_scene_percentiles_give_one_stretch_for_every_part_of_a_scene(scene_path):
+    limits = raster.scene_percentiles(scene_path, bands=["red", "green", "blue"])
+    assert list(limits) == ["red", "green", "blue"]
+    full = raster.read(scene_path, bands=["red", "green", "blue"], masked=True)
+    for name, band in zip(limits, full, strict=True):
+        low, high = limits[name]
+        expected = np.percentile(band.compressed(), [2, 98])
+        # from the overviews, so close to (not exactly) the full-resolution percentiles
+        assert low == pytest.approx(expected[0], rel=0.2) and high == pytest.approx(
+            expected[1], rel=0.2
+        )
+    # a corner stretched with the scene's limits keeps the scene's colours
+    corner = full[:, 32:, 32:]
+    stretched = raster.percentile_stretch(corner, limits=list(limits.values()))
+    low, high = limits["red"]
+    np.testing.assert_allclose(
+        stretched[0], np.clip((corner[0] - low) / (high - low), 0, 1), rtol=1e-5
+    )
+    with pytest.raises(ValueError, match="limits has 2"):
+        raster.percentile_stretch(corner, limits=[(0, 1), (0, 1)])
