@@ -53,6 +53,7 @@ __all__ = [
     "preprocess_for_imagenet",
     "preprocessed_band_order",
     "read_model_card",
+    "scale_inputs",
     "write_model_card",
 ]
 
@@ -402,6 +403,95 @@ def preprocess_for_imagenet(
 
 
 # --------------------------------------------------------------------------------------------
+# Input scaling recorded in the model card
+# --------------------------------------------------------------------------------------------
+
+SCALING_METHODS = ("linear", "uint8_stretch")
+_AFTER_STRETCH = (None, "imagenet_caffe", "1/255")
+
+
+def _check_scaling(scaling: Any, bands: Sequence[str], where: str) -> dict[str, Any]:
+    """Validate a card's ``scaling`` (see :func:`scale_inputs`) and return it."""
+    if not isinstance(scaling, Mapping) or scaling.get("method") not in SCALING_METHODS:
+        raise ValueError(
+            f"Model card {where}: 'scaling' must be a dict with 'method' in {SCALING_METHODS}, "
+            f"got {scaling!r}. E.g. {{'method': 'linear', 'scale': 0.0001, 'offset': 0.0}}."
+        )
+    if scaling["method"] == "linear":
+        for key in ("scale", "offset"):
+            if not isinstance(scaling.get(key, 0.0), int | float):
+                raise ValueError(f"Model card {where}: scaling[{key!r}] must be a number.")
+        return dict(scaling)
+    limits = scaling.get("limits")
+    ok = isinstance(limits, Sequence) and len(limits) == len(bands)
+    ok = ok and all(len(pair) == 2 and float(pair[1]) > float(pair[0]) for pair in limits)
+    if not ok:
+        raise ValueError(
+            f"Model card {where}: scaling['limits'] must hold one (low, high) pair with "
+            f"high > low per band ({len(bands)} bands: {list(bands)}), got {limits!r}."
+        )
+    if scaling.get("then") not in _AFTER_STRETCH:
+        raise ValueError(
+            f"Model card {where}: scaling['then'] must be one of {_AFTER_STRETCH}, got "
+            f"{scaling.get('then')!r}."
+        )
+    return dict(scaling)
+
+
+def scale_inputs(images: np.ndarray, card: Mapping[str, Any]) -> np.ndarray:
+    """Turn raw raster values into what the model of ``card`` expects, exactly as in training.
+
+    The card's ``scaling`` says how, so prediction code never guesses (and never rescales per
+    batch, which would make the decision threshold meaningless):
+
+    * ``{"method": "linear", "scale": s, "offset": o}``: ``x * s + o`` (e.g. ``s = 1e-4``
+      turns reflectance x10000 into reflectance); the model does the rest.
+    * ``{"method": "uint8_stretch", "limits": [[low, high], ...], "then": ...}``: each band
+      mapped linearly from ``(low, high)`` to 0-255 and clipped, as
+      :func:`helpers.tiling.scale_to_uint8` does, then ``"then"`` applied: ``None``,
+      ``"1/255"`` (divide by 255) or ``"imagenet_caffe"`` (:func:`preprocess_for_imagenet`
+      with the card's ``bands``).
+
+    Args:
+        images: Channels-last raw values ``(..., rows, cols, bands)``, bands in the card's order.
+        card: A model card (:func:`read_model_card`) or any mapping with ``bands`` and
+            ``scaling``.
+
+    Returns:
+        float32 array of the same shape.
+
+    Raises:
+        ValueError: If the band count differs from the card's, or the scaling is invalid.
+
+    Example:
+        >>> card = {"bands": ["red"], "scaling": {"method": "linear", "scale": 1e-4}}
+        >>> scale_inputs(np.full((1, 2, 2, 1), 2500, np.uint16), card)[0, 0, 0]
+        array([0.25], dtype=float32)
+    """
+    bands = list(card["bands"])
+    scaling = _check_scaling(card["scaling"], bands, "given to scale_inputs")
+    x = np.asarray(images, dtype=np.float32)
+    if x.shape[-1] != len(bands):
+        raise ValueError(
+            f"The images have {x.shape[-1]} band(s) (last axis), but the model card lists "
+            f"{len(bands)}: {bands}. Read exactly these bands, in this order, and put them "
+            "channels-last."
+        )
+    if scaling["method"] == "linear":
+        scale = np.float32(scaling.get("scale", 1.0))
+        offset = np.float32(scaling.get("offset", 0.0))
+        return x * scale + offset
+    limits = np.asarray(scaling["limits"], dtype=np.float32)
+    low, high = limits[:, 0], limits[:, 1]
+    x = np.clip((x - low) / (high - low), 0.0, 1.0) * np.float32(255.0)
+    if scaling.get("then") == "1/255":
+        return x / np.float32(255.0)
+    if scaling.get("then") == "imagenet_caffe":
+        return preprocess_for_imagenet(x, bands)
+    return x
+
+
+# --------------------------------------------------------------------------------------------
 # Model card
 # --------------------------------------------------------------------------------------------
 
@@ -451,6 +541,7 @@ def _validate_card(card: Mapping[str, Any], where: str) -> None:
             f"Model card {where}: 'decision_threshold' must be a number in [0, 1], got "
             f"{threshold!r}."
         )
+    _check_scaling(card["scaling"], bands, where)
 
 
 def write_model_card(path: PathLike, **fields: Any) -> Path:
@@ -459,7 +550,7 @@ def write_model_card(path: PathLike, **fields: Any) -> Path:
     Args:
         path: The model file (``model.keras`` -> ``model.card.json``) or the card path itself.
         **fields: At least :data:`MODEL_CARD_KEYS`: ``bands`` (names in model input order),
-            ``scaling`` (e.g. ``"imagenet_caffe"`` or ``"1/255"``), ``tile_size``, ``classes``
+            ``scaling`` (a dict, see :func:`scale_inputs`), ``tile_size``, ``classes``
             (e.g. ``{0: "negative", 1: "positive"}``), ``decision_threshold`` and
             ``training_data``; extra fields (metrics, dates, ...) are kept as given.
 
@@ -473,7 +564,8 @@ def write_model_card(path: PathLike, **fields: Any) -> Path:
     Example:
         >>> write_model_card(
         ...     "outputs/model.keras", bands=["blue", "green", "red", "nir"],
-        ...     scaling="imagenet_caffe", tile_size=64, classes={0: "other", 1: "informal"},
+        ...     scaling={"method": "linear", "scale": 1e-4}, tile_size=64,
+        ...     classes={0: "other", 1: "informal"},
         ...     decision_threshold=0.5, training_data="sample region 2021",
         ... )  # doctest: +SKIP
         PosixPath('outputs/model.card.json')

@@ -172,7 +172,7 @@ def test_preprocess_rejects_bad_band_order():
 
 CARD = {
     "bands": ("blue", "green", "red", "nir"),
-    "scaling": "imagenet_caffe",
+    "scaling": {"method": "uint8_stretch", "limits": [[0, 2000]] * 4, "then": "imagenet_caffe"},
     "tile_size": 64,
     "classes": {0: "negative", 1: "informal_settlement"},
     "decision_threshold": 0.4,
@@ -204,3 +204,26 @@ def test_model_card_missing_key_errors(tmp_path):
         models.read_model_card(card_path)
     with pytest.raises(FileNotFoundError, match="write_model_card"):
         models.read_model_card(tmp_path / "absent.keras")
+
+
+def test_scale_inputs_linear_and_stretch():
+    raw = np.array([[[[0, 1000, 2000, 3000]]]], dtype=np.uint16)
+    linear = {"bands": CARD["bands"], "scaling": {"method": "linear", "scale": 1e-4, "offset": 0}}
+    np.testing.assert_allclose(models.scale_inputs(raw, linear)[0, 0, 0], [0, 0.1, 0.2, 0.3])
+    stretch = {"bands": CARD["bands"], "scaling": {"method": "uint8_stretch",
+                                                  "limits": [[0, 2000]] * 4, "then": None}}
+    np.testing.assert_allclose(models.scale_inputs(raw, stretch)[0, 0, 0], [0, 127.5, 255, 255])
+    caffe = models.scale_inputs(raw, CARD)  # stretch, then ImageNet preprocessing
+    expected = models.preprocess_for_imagenet(models.scale_inputs(raw, stretch), CARD["bands"])
+    np.testing.assert_allclose(caffe, expected)
+
+
+def test_scale_inputs_and_card_reject_mismatches(tmp_path):
+    with pytest.raises(ValueError, match="3 band.*lists 4"):
+        models.scale_inputs(np.zeros((1, 8, 8, 3)), CARD)
+    bad = dict(CARD, scaling={"method": "uint8_stretch", "limits": [[0, 1]] * 3})
+    with pytest.raises(ValueError, match="one \\(low, high\\) pair"):
+        models.write_model_card(tmp_path / "m.keras", **bad)
+    with pytest.raises(ValueError, match="'method'"):
+        models.write_model_card(tmp_path / "m.keras", **dict(CARD, scaling="1/255"))
+    assert not list(tmp_path.iterdir())  # nothing written on error
