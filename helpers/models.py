@@ -53,6 +53,7 @@ __all__ = [
     "preprocess_for_imagenet",
     "preprocessed_band_order",
     "read_model_card",
+    "resolve_weights",
     "scale_inputs",
     "write_model_card",
 ]
@@ -95,14 +96,18 @@ _POOLINGS = ("avg", "max", "flatten")
 # --------------------------------------------------------------------------------------------
 
 
-def _imagenet_weights_path(require_pretrained: bool) -> str | None:
+def _imagenet_weights_path(require_pretrained: bool, cache_dir: PathLike | None) -> str | None:
     """Download (or find in the Keras cache) the ResNet50 no-top weights; None on failure."""
+    if cache_dir is not None:
+        # get_file silently switches to /tmp/.keras when the folder is not writable (or absent).
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
     try:
         return keras.utils.get_file(
             _RESNET50_NOTOP_FILE,
             _RESNET50_NOTOP_URL,
             cache_subdir="models",
             file_hash=_RESNET50_NOTOP_HASH,
+            cache_dir=None if cache_dir is None else os.fspath(cache_dir),
         )
     except Exception as exc:  # get_file raises a bare Exception on network errors
         reason = f"{type(exc).__name__}: {exc}"
@@ -119,12 +124,39 @@ def _imagenet_weights_path(require_pretrained: bool) -> str | None:
         return None
 
 
-def _resolve_weights(weights: str | os.PathLike | None, require_pretrained: bool) -> str | None:
-    """Turn ``weights`` into None or a path of an existing file."""
+def resolve_weights(
+    weights: str | os.PathLike | None,
+    require_pretrained: bool = False,
+    *,
+    cache_dir: PathLike | None = None,
+) -> str | None:
+    """Turn a ``weights`` argument into the path of a ResNet50 no-top weights file, or None.
+
+    ``"imagenet"`` downloads the Keras ImageNet file once (94 MB, checked against its hash) into
+    ``cache_dir/models`` (default: the Keras cache, ``~/.keras`` or ``$KERAS_HOME``) and reuses it
+    afterwards. When the download fails (offline, firewall), it logs a warning that says what to
+    do and returns None, so the model trains from scratch -- unless ``require_pretrained``.
+
+    Args:
+        weights: ``"imagenet"``, None (random initialisation) or the path of a local file.
+        require_pretrained: Raise instead of falling back when ``"imagenet"`` cannot be had.
+        cache_dir: Where downloads are kept (the file lands in ``cache_dir/models``).
+
+    Returns:
+        The weights file's path, or None for random initialisation.
+
+    Raises:
+        FileNotFoundError: If ``weights`` is a path that does not exist.
+        RuntimeError: If the download fails and ``require_pretrained`` is True.
+
+    Example:
+        >>> resolve_weights(None) is None
+        True
+    """
     if weights is None:
         return None
     if isinstance(weights, str) and weights == "imagenet":
-        return _imagenet_weights_path(require_pretrained)
+        return _imagenet_weights_path(require_pretrained, cache_dir)
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(
@@ -133,6 +165,9 @@ def _resolve_weights(weights: str | os.PathLike | None, require_pretrained: bool
             "download them, or None to train from scratch."
         )
     return str(path)
+
+
+_resolve_weights = resolve_weights  # the name other helpers modules import
 
 
 def _widen_first_conv(kernel: np.ndarray, channels: int, rgb_bands: Sequence[int]) -> np.ndarray:
@@ -196,6 +231,8 @@ def build_resnet50_classifier(
     num_classes: int = 1,
     rgb_bands: Sequence[int] = (0, 1, 2),
     require_pretrained: bool = False,
+    cache_dir: PathLike | None = None,
+    bn_momentum: float | None = None,
 ) -> keras.Model:
     """Build a tile classifier: ResNet50 backbone, pooling, ``Dense``, ``Dropout``, output.
 
@@ -230,6 +267,12 @@ def build_resnet50_classifier(
             The default ``(0, 1, 2)`` matches :func:`preprocess_for_imagenet`.
         require_pretrained: With ``weights="imagenet"``, raise instead of falling back to random
             weights when the download fails. Ignored for other ``weights``.
+        cache_dir: Download cache for ``"imagenet"`` (see :func:`resolve_weights`).
+        bn_momentum: Momentum of the backbone's batch-normalization moving statistics (Keras
+            uses 0.99). Training from scratch on a few thousand tiles gives only a few hundred
+            steps, too few for 0.99: the moving statistics lag far behind the weights and
+            validation predictions collapse to one class while training looks fine. 0.9 follows
+            the weights within ~20 steps. None keeps the pretrained model's setting.
 
     Returns:
         An uncompiled ``keras.Model`` named ``"resnet50_classifier"`` mapping
@@ -265,6 +308,8 @@ def build_resnet50_classifier(
         raise ValueError(f"dropout={dropout!r} must be in [0, 1).")
     if num_classes < 1:
         raise ValueError(f"num_classes={num_classes!r} must be 1 (binary) or >= 2 (softmax).")
+    if bn_momentum is not None and not 0.0 < bn_momentum < 1.0:
+        raise ValueError(f"bn_momentum={bn_momentum!r} must be in (0, 1), e.g. 0.9, or None.")
     rgb = tuple(int(b) for b in rgb_bands)
     valid_rgb = len(rgb) == 3 and len(set(rgb)) == 3 and all(0 <= b < channels for b in rgb)
     if channels >= 3 and not valid_rgb:
@@ -273,7 +318,7 @@ def build_resnet50_classifier(
             f"[0, {channels}) that hold blue, green and red (ImageNet caffe order)."
         )
 
-    weights_path = _resolve_weights(weights, require_pretrained)
+    weights_path = resolve_weights(weights, require_pretrained, cache_dir=cache_dir)
     if channels < 3 and weights_path is not None:
         raise ValueError(
             f"input_shape={shape!r} has {channels} band(s); pretrained weights need at least "
@@ -289,6 +334,8 @@ def build_resnet50_classifier(
         )
     for i, layer in enumerate(backbone.layers):
         layer.trainable = i >= freeze_layers
+        if bn_momentum is not None and isinstance(layer, layers.BatchNormalization):
+            layer.momentum = float(bn_momentum)
 
     inputs = keras.Input(shape=shape, name="image")
     x = backbone(inputs)

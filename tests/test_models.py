@@ -122,6 +122,54 @@ def test_offline_imagenet_with_require_pretrained_raises(monkeypatch):
         )
 
 
+def _legacy_h5_weights(path, seed: int) -> np.ndarray:
+    """A ResNet50 no-top weights file in the legacy HDF5 layout Keras publishes ImageNet in."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    keras.utils.set_random_seed(seed)
+    backbone = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, backbone)
+    return backbone.get_layer("conv1_conv").get_weights()[0]
+
+
+def test_imagenet_weights_download_from_a_local_server(monkeypatch, tmp_path, local_http_server):
+    """The real download path: fetched over HTTP, hash-checked, cached, then used offline."""
+    import hashlib
+
+    root, url = local_http_server
+    served = root / models._RESNET50_NOTOP_FILE
+    kernel = _legacy_h5_weights(served, seed=5)
+    monkeypatch.setattr(models, "_RESNET50_NOTOP_URL", url + served.name)
+    monkeypatch.setattr(
+        models, "_RESNET50_NOTOP_HASH", hashlib.md5(served.read_bytes()).hexdigest()
+    )
+    cache = tmp_path / "cache"
+    path = models.resolve_weights("imagenet", require_pretrained=True, cache_dir=cache)
+    assert path == str(cache / "models" / served.name)
+    model = models.build_resnet50_classifier(
+        (32, 32, 4), weights="imagenet", cache_dir=cache, require_pretrained=True, **SMALL
+    )
+    new_kernel = model.get_layer("resnet50").get_layer("conv1_conv").get_weights()[0]
+    np.testing.assert_array_equal(new_kernel[:, :, :3, :], kernel)
+    served.unlink()  # the server no longer has it: the cached copy is used
+    assert models.resolve_weights("imagenet", cache_dir=cache) == path
+
+
+def test_imagenet_download_with_a_wrong_hash_falls_back(
+    monkeypatch, tmp_path, local_http_server, caplog
+):
+    root, url = local_http_server
+    (root / models._RESNET50_NOTOP_FILE).write_bytes(b"not a weights file")
+    monkeypatch.setattr(models, "_RESNET50_NOTOP_URL", url + models._RESNET50_NOTOP_FILE)
+    with caplog.at_level(logging.WARNING, logger="helpers.models"):
+        assert models.resolve_weights("imagenet", cache_dir=tmp_path) is None
+    assert "training from scratch" in caplog.text
+    with pytest.raises(RuntimeError, match="could not be downloaded"):
+        models.resolve_weights("imagenet", require_pretrained=True, cache_dir=tmp_path)
+
+
 def test_keras_round_trip_keeps_predictions_and_freezing(tmp_path):
     keras.utils.set_random_seed(2)
     model = models.build_resnet50_classifier((32, 32, 4), weights=None, freeze_layers=10, **SMALL)
@@ -210,8 +258,10 @@ def test_scale_inputs_linear_and_stretch():
     raw = np.array([[[[0, 1000, 2000, 3000]]]], dtype=np.uint16)
     linear = {"bands": CARD["bands"], "scaling": {"method": "linear", "scale": 1e-4, "offset": 0}}
     np.testing.assert_allclose(models.scale_inputs(raw, linear)[0, 0, 0], [0, 0.1, 0.2, 0.3])
-    stretch = {"bands": CARD["bands"], "scaling": {"method": "uint8_stretch",
-                                                  "limits": [[0, 2000]] * 4, "then": None}}
+    stretch = {
+        "bands": CARD["bands"],
+        "scaling": {"method": "uint8_stretch", "limits": [[0, 2000]] * 4, "then": None},
+    }
     np.testing.assert_allclose(models.scale_inputs(raw, stretch)[0, 0, 0], [0, 127.5, 255, 255])
     caffe = models.scale_inputs(raw, CARD)  # stretch, then ImageNet preprocessing
     expected = models.preprocess_for_imagenet(models.scale_inputs(raw, stretch), CARD["bands"])
@@ -227,3 +277,17 @@ def test_scale_inputs_and_card_reject_mismatches(tmp_path):
     with pytest.raises(ValueError, match="'method'"):
         models.write_model_card(tmp_path / "m.keras", **dict(CARD, scaling="1/255"))
     assert not list(tmp_path.iterdir())  # nothing written on error
+
+
+def test_bn_momentum_is_set_and_saved(tmp_path):
+    model = models.build_resnet50_classifier((32, 32, 3), weights=None, bn_momentum=0.9, **SMALL)
+    backbone = model.get_layer("resnet50")
+    norms = [
+        layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    assert norms and all(layer.momentum == 0.9 for layer in norms)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras").get_layer("resnet50")
+    assert loaded.get_layer(norms[0].name).momentum == 0.9
+    with pytest.raises(ValueError, match="bn_momentum"):
+        models.build_resnet50_classifier((32, 32, 3), weights=None, bn_momentum=1.5, **SMALL)
