@@ -49,11 +49,13 @@ __all__ = [
     "IMAGENET_MEAN_BGR",
     "MODEL_CARD_KEYS",
     "build_resnet50_classifier",
+    "load_with_card",
     "model_card_path",
     "preprocess_for_imagenet",
     "preprocessed_band_order",
     "read_model_card",
     "resolve_weights",
+    "save_with_card",
     "scale_inputs",
     "write_model_card",
 ]
@@ -660,3 +662,97 @@ def read_model_card(path: PathLike) -> dict[str, Any]:
     if isinstance(classes, dict) and all(str(k).lstrip("-").isdigit() for k in classes):
         card["classes"] = {int(k): v for k, v in classes.items()}
     return card
+
+
+# --------------------------------------------------------------------------------------------
+# Saving and loading a model with its card
+# --------------------------------------------------------------------------------------------
+
+
+def _check_card_fits_model(card: Mapping[str, Any], model: keras.Model, where: str) -> None:
+    shape = tuple(model.inputs[0].shape[1:]) if model.inputs else None
+    if not shape or len(shape) != 3:
+        return  # not an image model with a fixed input: nothing to compare
+    rows, cols, channels = shape
+    if channels is not None and channels != len(card["bands"]):
+        raise ValueError(
+            f"The model card {where} lists {len(card['bands'])} band(s) {list(card['bands'])}, "
+            f"but the model takes {channels}. The card belongs to another model: save the model "
+            "and its card together with save_with_card."
+        )
+    tile = card["tile_size"]
+    if rows is not None and isinstance(tile, int) and tile != rows:
+        raise ValueError(
+            f"The model card {where} says tile_size={tile}, but the model takes {rows} x {cols} "
+            "pixels. Fix the card (or save the model again with save_with_card)."
+        )
+
+
+def save_with_card(
+    model: keras.Model, path: PathLike, *, overwrite: bool = False, **card: Any
+) -> Path:
+    """Save ``model`` as ``.keras`` and its model card next to it, each file atomically.
+
+    The model is written under a temporary name and renamed, so an interrupted save never
+    leaves a broken ``model.keras``; the card is checked against the model first (band count,
+    tile size), so a mismatch is caught at saving time, not months later.
+
+    Args:
+        model: The trained model.
+        path: Target file, ending in ``.keras``.
+        overwrite: Replace an existing model (and card).
+        **card: The card's fields (see :func:`write_model_card`).
+
+    Returns:
+        The model's path; the card is at :func:`model_card_path`.
+
+    Raises:
+        FileExistsError: If ``path`` exists and ``overwrite`` is False.
+        ValueError: If ``path`` does not end in ``.keras`` or the card does not fit the model.
+    """
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"path={str(path)!r} must end in '.keras' (the Keras 3 format).")
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"{path} already exists; pass overwrite=True to replace it, or choose another name."
+        )
+    fields = dict(card)
+    if isinstance(fields.get("bands"), tuple):
+        fields["bands"] = list(fields["bands"])
+    _validate_card(fields, f"for {path}")
+    _check_card_fits_model(fields, model, f"for {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    write_model_card(path, **fields)
+    return path
+
+
+def load_with_card(path: PathLike, *, compile: bool = True) -> tuple[keras.Model, dict[str, Any]]:
+    """Load a ``.keras`` model and its card, and check that they belong together.
+
+    Args:
+        path: The model file.
+        compile: Passed to ``keras.models.load_model``.
+
+    Returns:
+        ``(model, card)``.
+
+    Raises:
+        FileNotFoundError: If the model or its card is missing.
+        ValueError: If the card is invalid or does not fit the model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No model at {path}. Train and save one first (notebook 03 writes it)."
+        )
+    card = read_model_card(path)
+    model = keras.models.load_model(path, compile=compile)
+    _check_card_fits_model(card, model, str(model_card_path(path)))
+    return model, card

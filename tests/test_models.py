@@ -291,3 +291,37 @@ def test_bn_momentum_is_set_and_saved(tmp_path):
     assert loaded.get_layer(norms[0].name).momentum == 0.9
     with pytest.raises(ValueError, match="bn_momentum"):
         models.build_resnet50_classifier((32, 32, 3), weights=None, bn_momentum=1.5, **SMALL)
+
+
+def test_save_with_card_round_trip_and_refusals(tmp_path):
+    model = models.build_resnet50_classifier((32, 32, 4), weights=None, **SMALL)
+    fields = dict(CARD, tile_size=32)
+    path = models.save_with_card(model, tmp_path / "clf.keras", **fields)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clf.card.json", "clf.keras"]
+    loaded, card = models.load_with_card(path)
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 4)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    assert card["bands"] == list(CARD["bands"])
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        models.save_with_card(model, path, **fields)
+    with pytest.raises(ValueError, match="3 band.*takes 4"):
+        three = {"method": "linear", "scale": 1e-4}
+        models.save_with_card(
+            model, tmp_path / "x.keras", **dict(fields, bands=["r", "g", "b"], scaling=three)
+        )
+    with pytest.raises(ValueError, match="tile_size=64"):
+        models.save_with_card(model, tmp_path / "y.keras", **dict(fields, tile_size=64))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clf.card.json", "clf.keras"]
+
+
+def test_load_with_card_catches_a_card_from_another_model(tmp_path):
+    model = models.build_resnet50_classifier((32, 32, 4), weights=None, **SMALL)
+    path = models.save_with_card(model, tmp_path / "clf.keras", **dict(CARD, tile_size=32))
+    card = json.loads(models.model_card_path(path).read_text())
+    card["bands"] = ["red", "green", "blue"]
+    card["scaling"]["limits"] = card["scaling"]["limits"][:3]
+    models.model_card_path(path).write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="another model"):
+        models.load_with_card(path)
+    with pytest.raises(FileNotFoundError, match="notebook 03"):
+        models.load_with_card(tmp_path / "missing.keras")
