@@ -176,3 +176,31 @@ def _close_figures() -> Iterable[None]:
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+@pytest.fixture
+def local_http_server(tmp_path_factory):
+    """Serve a fresh folder over HTTP on 127.0.0.1 (range requests not needed here).
+
+    Yields ``(root, base_url)``: put files into ``root`` and fetch ``base_url + name``. The
+    server runs in a thread and stops after the test; nothing leaves this machine.
+    """
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path_factory.mktemp("served")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:  # keep test output clean
+            pass
+
+    handler = functools.partial(Quiet, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
