@@ -47,13 +47,14 @@ import tensorflow as tf
 from keras import layers
 
 from helpers import raster
-from helpers.labels import IGNORE_LABEL
+from helpers.labels import IGNORE_LABEL, IGNORE_VALUE
 from helpers.splits import DEFAULT_NAMES as SPLITS
 
 __all__ = [
     "RandomRotate90",
     "augmentation",
     "class_weights",
+    "from_arrays",
     "from_class_folders",
     "from_shards",
     "load_shards",
@@ -351,6 +352,83 @@ def from_class_folders(
     return dataset
 
 
+def from_arrays(
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    batch_size: int = 32,
+    augment: keras.Layer | None = None,
+    balanced: bool = False,
+    shuffle: bool = True,
+    seed: int = 0,
+    deterministic: bool = True,
+) -> tf.data.Dataset:
+    """A ``tf.data`` pipeline over images already in memory (e.g. scaled for a model).
+
+    With ``balanced=True`` every batch is drawn half from the positives and half from the
+    negatives (``tf.data.Dataset.sample_from_datasets``), each class reshuffled and repeated
+    on its own: the rare class is seen as often as the common one and every negative is
+    still used over the epochs -- an alternative to :func:`class_weights`. The result is
+    infinite: pass ``steps_per_epoch`` to ``fit``.
+
+    Args:
+        images: ``(N, rows, cols, bands)`` channels-last, as the model takes them.
+        labels: ``(N,)`` 0/1 labels.
+        batch_size: Images per batch.
+        augment: A layer applied to each batch in training mode (see :func:`augmentation`).
+        balanced: Draw the classes 50/50 (infinite dataset) instead of one pass per epoch.
+        shuffle: Shuffle (reshuffled every epoch); ignored when ``balanced``, which always
+            shuffles.
+        seed: Seed of the shuffles and of the class sampling.
+        deterministic: See :func:`from_shards`.
+
+    Returns:
+        A dataset of ``(images float32, labels float32 (batch, 1))``.
+
+    Raises:
+        ValueError: If the arrays are empty or do not match, labels are not 0/1, or
+            ``balanced`` is asked for with one class only.
+
+    Example:
+        >>> x = np.zeros((4, 32, 32, 3), "float32"); y = np.array([0, 1, 0, 0])
+        >>> batch, target = next(iter(from_arrays(x, y, batch_size=4, balanced=True)))
+        >>> tuple(batch.shape), float(target.numpy().mean()) > 0
+        ((4, 32, 32, 3), True)
+    """
+    images = np.asarray(images, dtype=np.float32)
+    labels = np.asarray(labels)
+    if images.ndim != 4 or len(images) == 0:
+        raise ValueError(
+            f"images must be a non-empty (N, rows, cols, bands) array, got shape {images.shape}; "
+            "an empty split means no patch of it was labelled (check the split and thresholds)."
+        )
+    if labels.shape != (len(images),):
+        raise ValueError(f"labels has shape {labels.shape}; expected ({len(images)},).")
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError(f"labels must be 0 or 1, found {sorted(set(labels.tolist()))}.")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    targets = labels.astype(np.float32)[:, np.newaxis]
+    if balanced:
+        counts = {c: int((labels == c).sum()) for c in (0, 1)}
+        if min(counts.values()) == 0:
+            raise ValueError(
+                f"balanced=True needs both classes, got {counts[1]} positive and {counts[0]} "
+                "negative patches; check the labels, or use balanced=False."
+            )
+        parts = []
+        for offset, value in enumerate((1, 0)):
+            pick = labels == value
+            part = tf.data.Dataset.from_tensor_slices((images[pick], targets[pick])).cache()
+            parts.append(part.shuffle(int(pick.sum()), seed=seed + offset).repeat())
+        dataset = tf.data.Dataset.sample_from_datasets(parts, weights=[0.5, 0.5], seed=seed)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices((images, targets)).cache()
+        if shuffle:
+            dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    return _finish(dataset.batch(int(batch_size)), augment, deterministic)
+
+
 # --------------------------------------------------------------------------------------------
 # Augmentation
 # --------------------------------------------------------------------------------------------
@@ -419,6 +497,7 @@ def augmentation(
     brightness: float = 0.0,
     contrast: float = 0.0,
     seed: int = 0,
+    value_range: tuple[float, float] = (0.0, 1.0),
 ) -> keras.Sequential:
     """Data augmentation for overhead imagery as Keras 3 preprocessing layers.
 
@@ -433,10 +512,11 @@ def augmentation(
         rotation: Further random rotation, as a fraction of a full turn (0.05 = +-18 degrees).
         zoom: Random zoom in/out as a fraction of the size (0.1 = +-10 %).
         translation: Random shift as a fraction of the size.
-        brightness: Random brightness shift as a fraction of the 0-1 value range (images must
-            be scaled to 0-1, e.g. reflectance).
-        contrast: Random contrast factor (0.2 = x0.8 to x1.2), values clipped to 0-1.
+        brightness: Random brightness shift as a fraction of ``value_range``.
+        contrast: Random contrast factor (0.2 = x0.8 to x1.2), values clipped to ``value_range``.
         seed: Seed; each layer gets its own (``seed``, ``seed + 1`` ...).
+        value_range: The range of the images' values, for brightness and contrast: (0, 1) for
+            reflectance; about (-125, 155) for ImageNet ("caffe") preprocessed images.
 
     Returns:
         A ``keras.Sequential`` named ``"augmentation"`` with a layer for each non-zero setting
@@ -466,10 +546,10 @@ def augmentation(
         steps.append(layers.RandomTranslation(translation, translation, seed=next(seeds),
                                               name="random_translation"))  # fmt: skip
     if brightness:
-        steps.append(layers.RandomBrightness(brightness, value_range=(0, 1), seed=next(seeds),
+        steps.append(layers.RandomBrightness(brightness, value_range=value_range, seed=next(seeds),
                                              name="random_brightness"))  # fmt: skip
     if contrast:
-        steps.append(layers.RandomContrast(contrast, value_range=(0, 1), seed=next(seeds),
+        steps.append(layers.RandomContrast(contrast, value_range=value_range, seed=next(seeds),
                                            name="random_contrast"))  # fmt: skip
     return keras.Sequential(steps, name="augmentation")
 
@@ -511,3 +591,385 @@ def class_weights(labels: Sequence[int] | np.ndarray) -> dict[int, float]:
             "needs examples of both classes. Label some or change the split."
         )
     return {k: len(array) / (2 * c) for k, c in counts.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Segmentation: image and mask shards -> (images, masks) pipelines, joint augmentation
+# --------------------------------------------------------------------------------------------
+
+__all__ += ["JointAugmentation", "from_shard_pairs", "joint_augmentation", "load_shard_pairs"]
+
+# index.json "source" keys that must agree for image and mask windows to cover the same ground.
+_GRID_KEYS = ("crs", "transform", "width", "height")
+
+
+def _read_split(root: Path, split: str | None, what: str) -> dict[str, np.ndarray]:
+    """Concatenate ``images``, ``ids`` and ``splits`` of ``root``'s shards (``split`` only, or
+    all patches if None)."""
+    shard_paths = sorted((root / "shards").glob("shard_*.npz"))
+    if not shard_paths:
+        raise FileNotFoundError(
+            f"{what} folder {root} holds no .npz shards (shards/shard_*.npz); write them with "
+            'tiling.extract_patches(..., writer="npz").'
+        )
+    parts: dict[str, list[np.ndarray]] = {"images": [], "ids": [], "splits": []}
+    for path in shard_paths:
+        with np.load(path) as data:
+            keep = slice(None) if split is None else data["splits"] == split
+            for key in parts:
+                parts[key].append(data[key][keep])
+    return {key: np.concatenate(value) for key, value in parts.items()}
+
+
+def _source_grid(root: Path) -> dict[str, Any] | None:
+    try:
+        source = json.loads((root / "index.json").read_text(encoding="utf-8")).get("source", {})
+    except (OSError, ValueError):
+        return None
+    grid = {key: source.get(key) for key in _GRID_KEYS}
+    return grid if all(value is not None for value in grid.values()) else None
+
+
+def load_shard_pairs(
+    image_dir: PathLike, mask_dir: PathLike, *, split: str, bands: BandsLike = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read one split of image shards and the aligned mask shards as channels-last arrays.
+
+    Both folders come from :func:`helpers.tiling.extract_patches` with ``writer="npz"``, the
+    same windows and the same ``splits``: one run on the scene, one on a mask raster of the
+    same grid (e.g. from :func:`helpers.labels.rasterize_mask`). Patches are matched by patch
+    id. Every image patch of the split needs its mask patch: extract the mask with
+    ``max_nodata_fraction=1.0`` so that mostly-ignored masks are not skipped. Patch labels
+    (tile classes) play no part here: every patch of the split is used.
+
+    Args:
+        image_dir: Folder of the image shards (``shards/`` and ``index.json``).
+        mask_dir: Folder of the mask shards (one band of class codes, 255 = ignore).
+        split: ``"train"``, ``"validation"`` or ``"test"``.
+        bands: Image bands to keep (see :func:`load_shards`).
+
+    Returns:
+        ``(images, masks)``: images float32 ``(N, rows, cols, bands)`` in stored units, masks
+        ``(N, rows, cols, 1)`` in the mask's stored dtype, in the image shards' order.
+
+    Raises:
+        FileNotFoundError: A folder holds no shards.
+        ValueError: Unknown split, no patch in the split, the two sources lie on different
+            grids, an image patch without a mask patch, a split or size mismatch, or a mask
+            with more than one band.
+
+    Example:
+        >>> images, masks = load_shard_pairs(
+        ...     "patches/scene_npz", "patches/mask_npz", split="train"
+        ... )  # doctest: +SKIP
+    """
+    image_root, mask_root = Path(image_dir), Path(mask_dir)
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r} is not a split; use one of {', '.join(SPLITS)}.")
+    image_grid, mask_grid = _source_grid(image_root), _source_grid(mask_root)
+    if image_grid and mask_grid:
+        differ = [k for k in _GRID_KEYS if image_grid[k] != mask_grid[k]]
+        if differ:
+            raise ValueError(
+                f"The images in {image_root} and the masks in {mask_root} come from rasters on "
+                f"different grids ({', '.join(differ)} differ), so the same window covers "
+                "different ground. Rasterize the mask on the scene's grid (e.g. "
+                "labels.rasterize_mask with the scene's shape and transform) and extract again."
+            )
+    images = _read_split(image_root, split, "Image")
+    if not len(images["ids"]):
+        raise ValueError(
+            f"split {split!r} has no patches in {image_root}; pass splits= to "
+            "extract_patches or choose another split."
+        )
+    masks = _read_split(mask_root, None, "Mask")
+    if masks["images"].shape[1] != 1:
+        raise ValueError(
+            f"The mask shards in {mask_root} hold {masks['images'].shape[1]} bands; a mask has "
+            "one band of class codes. Extract it with bands=[1] (or the band you need)."
+        )
+    position = {str(pid): i for i, pid in enumerate(masks["ids"])}
+    missing = [str(pid) for pid in images["ids"] if str(pid) not in position]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} of the {len(images['ids'])} {split!r} image patches in "
+            f"{image_root} have no mask patch in {mask_root} (e.g. {', '.join(missing[:3])}). "
+            "Extract the mask with the same windows and max_nodata_fraction=1.0, so that no "
+            "mask patch is skipped."
+        )
+    order = np.array([position[str(pid)] for pid in images["ids"]], dtype=np.int64)
+    mask_splits = masks["splits"][order]
+    wrong = (mask_splits != split) & (mask_splits != "")
+    if wrong.any():
+        first = int(np.flatnonzero(wrong)[0])
+        raise ValueError(
+            f"Patch {images['ids'][first]} is in split {split!r} in {image_root} but in "
+            f"{mask_splits[first]!r} in {mask_root}; extract both with the same splits (or the "
+            "mask with none)."
+        )
+    mask_array = masks["images"][order]
+    if mask_array.shape[2:] != images["images"].shape[2:]:
+        raise ValueError(
+            f"Image patches in {image_root} are {images['images'].shape[2:]} pixels but mask "
+            f"patches in {mask_root} are {mask_array.shape[2:]}; extract both with the same "
+            "windows."
+        )
+    positions = _band_positions(
+        bands, _stored_band_names(image_root), images["images"].shape[1], image_root
+    )
+    image_array = np.ascontiguousarray(
+        raster.to_channels_last(images["images"][:, positions]), dtype=np.float32
+    )
+    mask_array = np.ascontiguousarray(raster.to_channels_last(mask_array))
+    log.info("%s + %s: %s split, %d patch pairs", image_root, mask_root, split, len(image_array))
+    return image_array, mask_array
+
+
+def from_shard_pairs(
+    image_dir: PathLike,
+    mask_dir: PathLike,
+    *,
+    split: str,
+    batch_size: int = 16,
+    bands: BandsLike = None,
+    scale: float = 1 / 10000,
+    augment: JointAugmentation | None = None,
+    shuffle: bool | None = None,
+    seed: int = 0,
+    cache: bool = True,
+    deterministic: bool = True,
+) -> tf.data.Dataset:
+    """A ``tf.data`` pipeline of ``(images, masks)`` batches for a segmentation model.
+
+    Order of the steps: arrays (:func:`load_shard_pairs`, images times ``scale``) -> ``cache``
+    -> ``shuffle`` -> ``batch`` -> ``augment`` -> ``prefetch``, as in :func:`from_shards`.
+    The whole split is held in memory.
+
+    Args:
+        image_dir: Folder of the image shards.
+        mask_dir: Folder of the mask shards, extracted with the same windows.
+        split: ``"train"``, ``"validation"`` or ``"test"``.
+        batch_size: Patches per batch (the last batch may be smaller).
+        bands: Image bands to keep (see :func:`load_shards`).
+        scale: Factor applied to the image values (``1/10000``: reflectance x10000 -> 0-1).
+        augment: A :class:`JointAugmentation` (see :func:`joint_augmentation`), applied to
+            images and masks together; None for none (validation, test).
+        shuffle: Shuffle (every epoch); None means True for ``"train"`` only.
+        seed: Seed of the shuffle. Give the augmentation its own seed.
+        cache: Cache the arrays in the pipeline.
+        deterministic: Same batches on every run; False augments batches in parallel.
+
+    Returns:
+        A dataset of ``(images, masks)``: float32 ``(batch, rows, cols, bands)`` and
+        ``(batch, rows, cols, 1)`` masks in their stored dtype (255 = ignore), ready for
+        ``model.fit`` with a loss of :mod:`helpers.losses`.
+
+    Raises:
+        FileNotFoundError, ValueError: See :func:`load_shard_pairs`; also a non-positive
+            ``batch_size`` or an ``augment`` that is not a :class:`JointAugmentation`.
+
+    Example:
+        >>> train = from_shard_pairs(
+        ...     "patches/scene_npz", "patches/mask_npz", split="train",
+        ...     augment=joint_augmentation(seed=1),
+        ... )  # doctest: +SKIP
+    """
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    if augment is not None and not isinstance(augment, JointAugmentation):
+        raise ValueError(
+            f"augment={type(augment).__name__} transforms images only; a segmentation "
+            "pipeline needs the same transform on the masks. Use joint_augmentation(...)."
+        )
+    images, masks = load_shard_pairs(image_dir, mask_dir, split=split, bands=bands)
+    images *= np.float32(scale)  # in place: a fresh array
+    dataset = tf.data.Dataset.from_tensor_slices((images, masks))
+    if cache:
+        dataset = dataset.cache()
+    if split == "train" if shuffle is None else shuffle:
+        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(int(batch_size))
+    if augment is not None:
+
+        def augment_pair(x, y):
+            return augment(x, y, training=True)
+
+        if deterministic:  # one batch at a time, see _finish
+            dataset = dataset.map(augment_pair)
+        else:
+            dataset = dataset.map(
+                augment_pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False
+            )
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+@keras.saving.register_keras_serializable(package="helpers")
+class JointAugmentation(layers.Layer):
+    """Random augmentation applied identically to images and their masks.
+
+    Called as ``images, masks = layer(images, masks, training=True)``. Geometric changes
+    (flips, 90-degree rotations, small rotations, zoom) are drawn once per image and applied
+    to both; radiometric changes (brightness, contrast) touch the images only. Flips and
+    90-degree rotations move pixels exactly. Small rotations and zoom resample: images
+    bilinearly with reflected borders, masks with nearest neighbour, so no class code is ever
+    blended, and mask pixels brought in from outside the patch get ``ignore_value`` (the
+    losses of :mod:`helpers.losses` skip them). Identity when ``training`` is False.
+
+    The rotation and zoom are one affine transform through ``keras.ops.image.affine_transform``
+    (rather than ``RandomRotation`` / ``RandomZoom``) so that one draw can be applied with two
+    interpolations, which the layers take a dict input for only in recent Keras versions.
+
+    Args:
+        flips: Random horizontal and vertical flips.
+        rotate90: Random rotation by a multiple of 90 degrees (:class:`RandomRotate90`).
+        rotation: Further random rotation, as a fraction of a full turn (0.05 = +-18 degrees).
+        zoom: Random scale factor in ``[1 - zoom, 1 + zoom]`` (above 1 zooms out).
+        brightness: Random brightness shift, fraction of the 0-1 value range (images only).
+        contrast: Random contrast factor (0.2 = x0.8 to x1.2), values clipped to 0-1 (images
+            only).
+        ignore_value: Mask value for pixels brought in from outside the patch.
+        seed: Seed; each step gets its own (``seed``, ``seed + 1`` ...).
+        **kwargs: Passed to ``keras.layers.Layer`` (e.g. ``name``).
+    """
+
+    def __init__(
+        self,
+        *,
+        flips: bool = True,
+        rotate90: bool = True,
+        rotation: float = 0.0,
+        zoom: float = 0.0,
+        brightness: float = 0.0,
+        contrast: float = 0.0,
+        ignore_value: int = IGNORE_VALUE,
+        seed: int = 0,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        for label, value in [("rotation", rotation), ("zoom", zoom),
+                             ("brightness", brightness), ("contrast", contrast)]:  # fmt: skip
+            if not 0 <= value < 1:
+                raise ValueError(f"{label}={value} must be in [0, 1); 0 turns it off.")
+        self.flips, self.rotate90 = bool(flips), bool(rotate90)
+        self.rotation, self.zoom = float(rotation), float(zoom)
+        self.brightness, self.contrast = float(brightness), float(contrast)
+        self.ignore_value, self.seed = int(ignore_value), int(seed)
+        self._flip = (layers.RandomFlip("horizontal_and_vertical", seed=seed)
+                      if flips else None)  # fmt: skip
+        self._rotate90 = RandomRotate90(seed=seed + 1) if rotate90 else None
+        self._affine_seed = keras.random.SeedGenerator(seed + 2) if rotation or zoom else None
+        self._brightness = (layers.RandomBrightness(brightness, value_range=(0, 1), seed=seed + 3)
+                            if brightness else None)  # fmt: skip
+        self._contrast = (layers.RandomContrast(contrast, value_range=(0, 1), seed=seed + 4)
+                          if contrast else None)  # fmt: skip
+
+    def _affine(self, images):
+        """One random rotation-and-zoom about the patch centre per image, as the (batch, 8)
+        output-to-input matrices that ``affine_transform`` expects."""
+        ops = keras.ops
+        n = ops.shape(images)[0]
+        rows, cols = ops.shape(images)[1], ops.shape(images)[2]
+        angle = keras.random.uniform((n,), -self.rotation, self.rotation,
+                                     seed=self._affine_seed) * (2 * np.pi)  # fmt: skip
+        scale = keras.random.uniform((n,), 1 - self.zoom, 1 + self.zoom, seed=self._affine_seed)
+        cx = (ops.cast(cols, "float32") - 1) / 2
+        cy = (ops.cast(rows, "float32") - 1) / 2
+        cos, sin = ops.cos(angle) * scale, ops.sin(angle) * scale
+        zeros = ops.zeros_like(cos)
+        return ops.stack([cos, -sin, cx - cos * cx + sin * cy,
+                          sin, cos, cy - sin * cx - cos * cy, zeros, zeros], axis=1)  # fmt: skip
+
+    def call(self, images, masks, training=True):
+        if not training:
+            return images, masks
+        ops = keras.ops
+        images = ops.cast(images, "float32")
+        mask_dtype = keras.backend.standardize_dtype(masks.dtype)
+        unbatched_mask = len(masks.shape) == len(images.shape) - 1
+        masks = ops.cast(masks[..., None] if unbatched_mask else masks, "float32")
+        bands = images.shape[-1]
+        if self._flip is not None or self._rotate90 is not None:
+            # One tensor, so both see the same draw; flips and rot90 only move pixels.
+            stack = ops.concatenate([images, masks], axis=-1)
+            if self._flip is not None:
+                stack = self._flip(stack, training=True)
+            if self._rotate90 is not None:
+                stack = self._rotate90(stack, training=True)
+            images, masks = stack[..., :bands], stack[..., bands:]
+        if self._affine_seed is not None:
+            transform = self._affine(images)
+            images = ops.image.affine_transform(images, transform, interpolation="bilinear",
+                                                fill_mode="reflect")  # fmt: skip
+            masks = ops.image.affine_transform(masks, transform, interpolation="nearest",
+                                               fill_mode="constant",
+                                               fill_value=float(self.ignore_value))  # fmt: skip
+        if self._brightness is not None:
+            images = self._brightness(images, training=True)
+        if self._contrast is not None:
+            images = self._contrast(images, training=True)
+        masks = ops.cast(ops.round(masks), mask_dtype)
+        return images, masks[..., 0] if unbatched_mask else masks
+
+    def build(self, images_shape, masks_shape=None):
+        # Nothing to create: the random layers inside hold only seed states.
+        self.built = True
+
+    def compute_output_shape(self, images_shape, masks_shape):
+        return images_shape, masks_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "flips": self.flips,
+            "rotate90": self.rotate90,
+            "rotation": self.rotation,
+            "zoom": self.zoom,
+            "brightness": self.brightness,
+            "contrast": self.contrast,
+            "ignore_value": self.ignore_value,
+            "seed": self.seed,
+        }
+
+
+def joint_augmentation(
+    *,
+    flips: bool = True,
+    rotate90: bool = True,
+    rotation: float = 0.0,
+    zoom: float = 0.0,
+    brightness: float = 0.0,
+    contrast: float = 0.0,
+    seed: int = 0,
+) -> JointAugmentation:
+    """Data augmentation for image/mask pairs: the same geometric transform on both.
+
+    The segmentation counterpart of :func:`augmentation`. Flips and 90-degree rotations are
+    exact and on by default; rotation and zoom resample (masks by nearest neighbour) and are
+    off unless asked for; brightness and contrast change the images only.
+
+    Args:
+        flips: Random horizontal and vertical flips.
+        rotate90: Random rotation by a multiple of 90 degrees.
+        rotation: Further random rotation, as a fraction of a full turn (0.05 = +-18 degrees).
+        zoom: Random zoom in/out as a fraction of the size (0.1 = +-10 %).
+        brightness: Random brightness shift as a fraction of the 0-1 value range.
+        contrast: Random contrast factor (0.2 = x0.8 to x1.2), values clipped to 0-1.
+        seed: Seed; the same seed gives the same transforms.
+
+    Returns:
+        A :class:`JointAugmentation` layer: ``images, masks = aug(images, masks,
+        training=True)``; pass it to :func:`from_shard_pairs` as ``augment``.
+
+    Raises:
+        ValueError: A setting outside ``[0, 1)``.
+
+    Example:
+        >>> aug = joint_augmentation(rotation=0.05, seed=1)
+        >>> x, y = aug(np.zeros((2, 8, 8, 4), "float32"), np.zeros((2, 8, 8, 1), "uint8"))
+        >>> x.shape, y.dtype
+        (TensorShape([2, 8, 8, 4]), tf.uint8)
+    """
+    return JointAugmentation(
+        flips=flips, rotate90=rotate90, rotation=rotation, zoom=zoom, brightness=brightness,
+        contrast=contrast, seed=seed, name="joint_augmentation",
+    )  # fmt: skip

@@ -297,3 +297,250 @@ def test_from_class_folders_errors(tmp_path):
     (tmp_path / "train" / "negative").mkdir(parents=True)
     with pytest.raises(ValueError, match=r"1 class folder\(s\) \(negative\).*exactly two"):
         datasets.from_class_folders(tmp_path / "train", image_size=16)
+
+
+# --------------------------------------------------------------------------------------------
+# Segmentation: shard pairs and joint augmentation
+# --------------------------------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def vegetation_mask(scene_array: np.ndarray) -> np.ndarray:
+    """Class 1 where NIR > 2 x red (the vegetated middle third of the scene), else 0."""
+    return (scene_array[3].astype(int) > 2 * scene_array[2].astype(int)).astype("uint8")
+
+
+def follows_rule(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Per pixel: does the mask agree with the rule applied to the (channels-last) image?"""
+    rule = (images[..., 3] > 2 * images[..., 2]).astype("uint8")
+    return rule == masks[..., 0]
+
+
+@pytest.fixture(scope="module")
+def mask_raster(scene, tmp_path_factory) -> tuple[Path, np.ndarray]:
+    """The scene's vegetation mask on the same grid; the top-left patch is all 255 (ignore)."""
+    import rasterio
+
+    with rasterio.open(scene) as src:
+        data = src.read()
+    mask = vegetation_mask(data)
+    mask[:SIZE, :SIZE] = 255
+    path = write_geotiff(tmp_path_factory.mktemp("mask") / "mask.tif", mask, nodata=255,
+                          band_names=["vegetation"], blocksize=16)  # fmt: skip
+    return path, mask
+
+
+@pytest.fixture(scope="module")
+def mask_shards(mask_raster, tmp_path_factory) -> Path:
+    """Mask shards with the image shards' windows and splits; no patch skipped."""
+    out = tmp_path_factory.mktemp("mask_npz")
+    splits, _ = plan()
+    tiling.extract_patches(
+        mask_raster[0], out, tiling.tile_windows(HEIGHT, WIDTH, SIZE), writer="npz",
+        splits=splits, shard_size=5, max_nodata_fraction=1.0, progress=False,
+    )  # fmt: skip
+    return out
+
+
+def test_load_shard_pairs_matches_each_image_with_its_mask(shards, mask_shards, mask_raster):
+    images, masks = datasets.load_shard_pairs(shards, mask_shards, split="train")
+    data = stored(shards)
+    keep = data["splits"] == "train"  # every train patch, whatever its tile label
+    assert images.dtype == np.float32 and images.shape == (keep.sum(), SIZE, SIZE, 4)
+    assert masks.dtype == np.uint8 and masks.shape == (keep.sum(), SIZE, SIZE, 1)
+    np.testing.assert_array_equal(images, np.transpose(data["images"][keep], (0, 2, 3, 1)))
+    for mask, (row, col, _, _) in zip(masks, stored_windows(shards)[keep], strict=True):
+        window = mask_raster[1][row : row + SIZE, col : col + SIZE]
+        np.testing.assert_array_equal(mask[..., 0], window)
+    known = masks[..., 0] != 255
+    assert known.any() and (~known).any()
+    assert follows_rule(images, masks)[known].all()
+    nir, _ = datasets.load_shard_pairs(shards, mask_shards, split="train", bands=["nir"])
+    np.testing.assert_array_equal(nir, images[..., 3:])
+
+
+def stored_windows(out: Path) -> np.ndarray:
+    windows = []
+    for path in sorted((out / "shards").glob("*.npz")):
+        with np.load(path) as data:
+            windows.append(data["windows"])
+    return np.concatenate(windows)
+
+
+def test_from_shard_pairs_keeps_pairs_together_and_is_seeded(shards, mask_shards):
+    def run():
+        dataset = datasets.from_shard_pairs(
+            shards, mask_shards, split="train", batch_size=4, seed=2,
+            augment=datasets.joint_augmentation(seed=5),
+        )  # fmt: skip
+        return [(x.numpy(), y.numpy()) for x, y in dataset]
+
+    first, again = run(), run()
+    images = np.concatenate([x for x, _ in first])
+    masks = np.concatenate([y for _, y in first])
+    plain, _ = datasets.load_shard_pairs(shards, mask_shards, split="train")
+    assert images.shape == plain.shape and masks.dtype == np.uint8
+    assert set(np.unique(masks).tolist()) == {0, 1, 255}
+    known = masks[..., 0] != 255
+    assert follows_rule(images, masks)[known].all()  # same flips/rotations on both
+    assert not np.array_equal(images, plain / 10000)  # shuffled and augmented
+    for (x1, y1), (x2, y2) in zip(first, again, strict=True):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    validation = datasets.from_shard_pairs(shards, mask_shards, split="validation")
+    want, want_masks = datasets.load_shard_pairs(shards, mask_shards, split="validation")
+    got = [(x.numpy(), y.numpy()) for x, y in validation]
+    np.testing.assert_allclose(np.concatenate([x for x, _ in got]), want / 10000, rtol=1e-6)
+    np.testing.assert_array_equal(np.concatenate([y for _, y in got]), want_masks)
+
+
+def test_shard_pairs_errors_name_the_problem(shards, mask_shards, mask_raster, tmp_path):
+    windows = tiling.tile_windows(HEIGHT, WIDTH, SIZE)
+    splits, _ = plan()
+    # Default max_nodata_fraction skips the all-255 mask patch: ids no longer align.
+    skipped = tmp_path / "skipped"
+    tiling.extract_patches(mask_raster[0], skipped, windows, writer="npz", splits=splits,
+                           progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match=r"1 of the \d+ 'train' image.*r000000_c000000.*"
+                                         r"max_nodata_fraction=1.0"):  # fmt: skip
+        datasets.load_shard_pairs(shards, skipped, split="train")
+    # Different splits for the same patch.
+    shifted = tmp_path / "shifted"
+    tiling.extract_patches(mask_raster[0], shifted, windows, writer="npz", splits=splits[1:] +
+                           splits[:1], max_nodata_fraction=1.0, progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="same splits"):
+        datasets.load_shard_pairs(shards, shifted, split="train")
+    # A mask on another grid (shifted origin).
+    from rasterio.transform import from_origin
+
+    other = write_geotiff(tmp_path / "other.tif", mask_raster[1], nodata=255,
+                           transform=from_origin(1000.0, 2000.0, 1.0, 1.0))  # fmt: skip
+    tiling.extract_patches(other, tmp_path / "other", windows, writer="npz", splits=splits,
+                           max_nodata_fraction=1.0, progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="different grids.*transform"):
+        datasets.load_shard_pairs(shards, tmp_path / "other", split="train")
+    # The scene itself is not a mask (4 bands).
+    with pytest.raises(ValueError, match="hold 4 bands"):
+        datasets.load_shard_pairs(shards, shards, split="train")
+    with pytest.raises(FileNotFoundError, match="Mask folder"):
+        datasets.load_shard_pairs(shards, tmp_path / "none", split="train")
+    with pytest.raises(ValueError, match="'training'"):
+        datasets.load_shard_pairs(shards, mask_shards, split="training")
+    with pytest.raises(ValueError, match="joint_augmentation"):
+        datasets.from_shard_pairs(shards, mask_shards, split="train",
+                                  augment=datasets.augmentation())  # fmt: skip
+
+
+def pair(seed: int = 0, shape=(6, 16, 16), codes=(0, 3)) -> tuple[np.ndarray, np.ndarray]:
+    """Random 2-band images of smooth blobs and a mask derived from band 0 (codes[0]/codes[1])."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.random((shape[0], shape[1] // 4, shape[2] // 4, 2), dtype=np.float32)
+    images = np.repeat(np.repeat(coarse, 4, axis=1), 4, axis=2)  # 4x4 blocks
+    masks = np.where(images[..., :1] > 0.5, codes[1], codes[0]).astype("uint8")
+    return images, masks
+
+
+def derived(images: np.ndarray, codes=(0, 3)) -> np.ndarray:
+    return np.where(images[..., :1] > 0.5, codes[1], codes[0]).astype("uint8")
+
+
+def test_joint_augmentation_moves_image_and_mask_together():
+    images, masks = pair()
+    x, y = datasets.joint_augmentation(seed=1)(images, masks, training=True)
+    x, y = np.asarray(x), np.asarray(y)
+    assert y.dtype == np.uint8 and x.shape == images.shape and y.shape == masks.shape
+    np.testing.assert_array_equal(y, derived(x))
+    changed = [not np.array_equal(a, b) for a, b in zip(x, images, strict=True)]
+    assert sum(changed) >= 3  # a draw per image, most of them not the identity
+    for got, original in zip(x, images, strict=True):  # exact moves: same values
+        np.testing.assert_array_equal(np.sort(got, axis=None), np.sort(original, axis=None))
+
+
+def test_joint_rotation_and_zoom_never_blend_mask_codes():
+    images, masks = pair(seed=2, shape=(8, 32, 32))
+    aug = datasets.joint_augmentation(rotation=0.1, zoom=0.3, seed=3)
+    x, y = (np.asarray(t) for t in aug(images, masks, training=True))
+    assert set(np.unique(y).tolist()) <= {0, 3, 255}  # bilinear would make 1s and 2s
+    known = y != 255
+    assert known.mean() > 0.5
+    assert not np.array_equal(x, images)
+    # Same transform: the mask still follows the image almost everywhere (the image is
+    # resampled bilinearly, so block edges may differ by a pixel).
+    assert (derived(x)[known] == y[known]).mean() > 0.9
+    assert (y == 255).any()  # zooming out brings in unknown pixels, marked as ignored
+
+
+def test_joint_augmentation_radiometry_touches_images_only():
+    images, masks = pair(seed=4)
+    aug = datasets.joint_augmentation(flips=False, rotate90=False, brightness=0.2,
+                                      contrast=0.2, seed=0)  # fmt: skip
+    x, y = aug(images, masks, training=True)
+    np.testing.assert_array_equal(np.asarray(y), masks)
+    assert not np.allclose(np.asarray(x), images)
+
+
+def test_joint_augmentation_is_seeded_and_off_at_inference():
+    images, masks = pair(seed=5)
+    settings_ = dict(rotation=0.05, zoom=0.1, brightness=0.1, contrast=0.1)
+    a = datasets.joint_augmentation(**settings_, seed=7)(images, masks, training=True)
+    b = datasets.joint_augmentation(**settings_, seed=7)(images, masks, training=True)
+    c = datasets.joint_augmentation(**settings_, seed=8)(images, masks, training=True)
+    for first, second in zip(a, b, strict=True):
+        np.testing.assert_array_equal(np.asarray(first), np.asarray(second))
+    assert not np.array_equal(np.asarray(a[0]), np.asarray(c[0]))
+    x, y = datasets.joint_augmentation(**settings_)(images, masks, training=False)
+    np.testing.assert_array_equal(np.asarray(x), images)
+    np.testing.assert_array_equal(np.asarray(y), masks)
+    with pytest.raises(ValueError, match="zoom=1.5"):
+        datasets.joint_augmentation(zoom=1.5)
+
+
+@settings(max_examples=10, deadline=None)
+@given(rows=st.sampled_from([4, 8, 12]), cols=st.sampled_from([4, 8, 16]),
+       seed=st.integers(0, 1000), unbatched_masks=st.booleans())  # fmt: skip
+def test_flips_and_rot90_keep_every_pair_consistent(rows, cols, seed, unbatched_masks):
+    images, masks = pair(seed, shape=(4, rows, cols))
+    x, y = datasets.joint_augmentation(seed=seed)(
+        images, masks[..., 0] if unbatched_masks else masks, training=True
+    )
+    y = np.asarray(y)
+    if unbatched_masks:
+        y = y[..., None]
+    np.testing.assert_array_equal(y, derived(np.asarray(x)))
+
+
+# --------------------------------------------------------------------------------------------
+# from_arrays and the augmentation's value range
+# --------------------------------------------------------------------------------------------
+
+
+def test_from_arrays_balanced_batches_and_bad_input():
+    images = np.random.default_rng(0).random((20, 8, 8, 2), dtype=np.float32)
+    labels_ = np.array([1] * 2 + [0] * 18)
+    balanced = datasets.from_arrays(images, labels_, batch_size=10, balanced=True, seed=1)
+    shares = [float(y.numpy().mean()) for _, y in balanced.take(20)]
+    assert 0.4 < np.mean(shares) < 0.6  # 2 positives in 20, yet half of every batch on average
+    plain = datasets.from_arrays(images, labels_, batch_size=10, shuffle=False)
+    first, target = next(iter(plain))
+    np.testing.assert_array_equal(first.numpy(), images[:10])
+    assert target.shape == (10, 1)
+    with pytest.raises(ValueError, match="both classes"):
+        datasets.from_arrays(images, np.zeros(20, int), balanced=True)
+    with pytest.raises(ValueError, match="empty"):
+        datasets.from_arrays(images[:0], labels_[:0])
+    with pytest.raises(ValueError, match="0 or 1"):
+        datasets.from_arrays(images, np.full(20, 2))
+
+
+def test_augmentation_value_range_keeps_caffe_scaled_values():
+    x = np.full((2, 8, 8, 3), -50.0, dtype=np.float32)  # ImageNet-preprocessed values are signed
+    aug = datasets.augmentation(flips=False, rotate90=False, contrast=0.2, seed=0,
+                                value_range=(-125.0, 155.0))  # fmt: skip
+    out = np.asarray(aug(x, training=True))
+    assert out.min() >= -125.0 and np.allclose(out, -50.0)  # constant image: contrast keeps it
+    clipped = np.asarray(
+        datasets.augmentation(flips=False, rotate90=False, contrast=0.2)(x, training=True)
+    )
+    assert clipped.min() >= 0.0  # the default (0, 1) range would clip it: the reason for the option
