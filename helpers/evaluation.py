@@ -26,9 +26,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import precision_recall_curve
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
 
-__all__ = ["binary_scores", "choose_threshold"]
+__all__ = ["binary_scores", "choose_threshold", "statistics_baseline", "tile_statistics"]
 
 
 def _check(y_true: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray):
@@ -132,3 +135,41 @@ def choose_threshold(
         )
     best = np.flatnonzero(fbeta == fbeta.max())[-1]
     return float(thresholds[best]), round(float(fbeta[best]), 4)
+
+
+def tile_statistics(images: np.ndarray) -> np.ndarray:
+    """Per-band mean and standard deviation of each tile: ``(N, rows, cols, bands)`` -> ``(N, 2B)``.
+
+    The features of the simplest tile baseline: colour and a crude measure of texture.
+    Nodata is not treated specially; leave out tiles that are mostly nodata first.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4:
+        raise ValueError(
+            f"images must be channels-last tiles (N, rows, cols, bands), got shape {images.shape}."
+        )
+    return np.concatenate([images.mean(axis=(1, 2)), images.std(axis=(1, 2))], axis=1)
+
+
+def statistics_baseline(images: np.ndarray, labels: np.ndarray) -> Pipeline:
+    """Fit the baseline every tile classifier must beat: logistic regression on tile statistics.
+
+    Standardised :func:`tile_statistics` features, ``LogisticRegression`` with balanced class
+    weights (rare positives count as much as the common class). Deterministic.
+
+    Returns:
+        A fitted scikit-learn pipeline; ``predict_proba(tile_statistics(x))[:, 1]`` scores tiles.
+
+    Raises:
+        ValueError: If the labels hold one class only.
+    """
+    labels = np.asarray(labels)
+    if len(np.unique(labels)) < 2:
+        raise ValueError(
+            "statistics_baseline needs tiles of both classes; the labels hold only "
+            f"{sorted(set(labels.tolist()))}."
+        )
+    model = make_pipeline(
+        StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000)
+    )
+    return model.fit(tile_statistics(images), labels)

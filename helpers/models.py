@@ -753,6 +753,12 @@ def load_with_card(path: PathLike, *, compile: bool = True) -> tuple[keras.Model
             f"No model at {path}. Train and save one first (notebook 03 writes it)."
         )
     card = read_model_card(path)
+    # The course's serializable objects (schedules, optimizers, losses, metrics) register
+    # themselves on import; import them so any saved model of the course loads as it is.
+    import importlib
+
+    for module in ("helpers.training", "helpers.losses", "helpers.datasets"):
+        importlib.import_module(module)
     model = keras.models.load_model(path, compile=compile)
     _check_card_fits_model(card, model, str(model_card_path(path)))
     return model, card

@@ -62,3 +62,20 @@ def test_bad_input():
         evaluation.binary_scores([0, 2], [0.1, 0.2])
     with pytest.raises(ValueError, match="NaN"):
         evaluation.binary_scores([0, 1], [0.1, np.nan])
+
+
+def test_statistics_baseline_separates_bright_tiles_and_refuses_one_class():
+    rng = np.random.default_rng(0)
+    images = rng.normal(0.1, 0.01, size=(40, 8, 8, 3)).astype("float32")
+    labels = np.arange(40) % 2
+    images[labels == 1] += 0.05  # positives are brighter
+    features = evaluation.tile_statistics(images)
+    assert features.shape == (40, 6)
+    np.testing.assert_allclose(features[0, :3], images[0].mean(axis=(0, 1)), rtol=1e-5)
+    baseline = evaluation.statistics_baseline(images, labels)
+    scores = baseline.predict_proba(features)[:, 1]
+    assert evaluation.binary_scores(labels, scores)["f1"] == 1.0
+    with pytest.raises(ValueError, match="both classes"):
+        evaluation.statistics_baseline(images, np.zeros(40))
+    with pytest.raises(ValueError, match="channels-last"):
+        evaluation.tile_statistics(images[0])

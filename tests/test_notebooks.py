@@ -28,6 +28,16 @@ def _region_and_figures(ctx: dict, name: str) -> dict:
     }
 
 
+_TILE_TRAINING = {
+    "TILE_SIZE": 32,
+    "STRIDE": 16,
+    "BLOCK_SIZE": 128,
+    "EPOCHS": 1,
+    "STEPS_PER_EPOCH": 2,
+    "BATCH_SIZE": 8,
+    "RANGE_TEST_STEPS": 10,
+}
+
 # Small parameters per notebook; each notebook's own defaults are what `make course` runs.
 NOTEBOOK_PARAMETERS = {
     "00_setup": lambda ctx: _region_and_figures(ctx, "00_setup"),
@@ -39,6 +49,20 @@ NOTEBOOK_PARAMETERS = {
             "STRIDE": 32,
             "BLOCK_SIZE": 128,
             "DATASET_DIR": str(ctx["out"] / "patches"),
+        }
+    ),
+    # 03 trains from scratch on 32 px tiles for a few steps; 04 reads the model 03 saved.
+    "03_tile_classification": lambda ctx: (
+        _region_and_figures(ctx, "03_tile_classification")
+        | _TILE_TRAINING
+        | {"DATASET_DIR": str(ctx["out"] / "patches"), "MODEL_DIR": str(ctx["out"] / "models")}
+    ),
+    "04_tile_evaluation_and_mapping": lambda ctx: (
+        _region_and_figures(ctx, "04_tile_evaluation_and_mapping")
+        | {
+            "MODEL_PATH": str(ctx["out"] / "models" / "tile_classifier.keras"),
+            "MAP_DIR": str(ctx["out"] / "maps"),
+            "MIN_AREA_M2": 0,
         }
     ),
 }
@@ -63,3 +87,34 @@ def test_notebook_runs_with_small_parameters(notebook, ctx):
     assert Path(run.output).exists()
     figures = sorted(Path(params["OUTPUT_DIR"]).glob("*.png"))
     assert figures, f"{notebook.name} saved no figure under OUTPUT_DIR"
+
+
+@pytest.mark.notebook
+def test_tile_classification_fine_tunes_pretrained_weights(ctx, tmp_path):
+    """Notebook 03's other path: pretrained weights (a local file standing in for ImageNet's),
+    ImageNet scaling in the card, two-phase fine-tuning with discriminative learning rates."""
+    import json
+
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    keras.utils.set_random_seed(0)
+    backbone = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
+    weights = tmp_path / "resnet50_notop.h5"
+    with h5py.File(weights, "w") as f:  # the legacy layout Keras publishes ImageNet weights in
+        legacy_h5_format.save_weights_to_hdf5_group(f, backbone)
+    notebook = ROOT / "notebooks" / "03_tile_classification.ipynb"
+    params = NOTEBOOK_PARAMETERS["03_tile_classification"](ctx) | {
+        "WEIGHTS": str(weights),
+        "FREEZE_LAYERS": 20,
+        "MODEL_DIR": str(tmp_path / "models"),
+        "OUTPUT_DIR": str(tmp_path / "figures"),
+    }
+    run_notebooks.run_notebook(notebook, tmp_path / "out", params, html=False, timeout=900)
+    card = json.loads((tmp_path / "models" / "tile_classifier.card.json").read_text())
+    assert card["pretrained"] is True
+    assert card["scaling"]["method"] == "uint8_stretch"
+    assert card["scaling"]["then"] == "imagenet_caffe"
+    executed = (tmp_path / "out" / "notebooks" / notebook.name).read_text()
+    assert "two-phase fine-tuning" in executed
