@@ -359,24 +359,29 @@ def from_arrays(
     batch_size: int = 32,
     augment: keras.Layer | None = None,
     balanced: bool = False,
+    positive_fraction: float = 0.5,
     shuffle: bool = True,
     seed: int = 0,
     deterministic: bool = True,
 ) -> tf.data.Dataset:
     """A ``tf.data`` pipeline over images already in memory (e.g. scaled for a model).
 
-    With ``balanced=True`` every batch is drawn half from the positives and half from the
-    negatives (``tf.data.Dataset.sample_from_datasets``), each class reshuffled and repeated
-    on its own: the rare class is seen as often as the common one and every negative is
-    still used over the epochs -- an alternative to :func:`class_weights`. The result is
-    infinite: pass ``steps_per_epoch`` to ``fit``.
+    With ``balanced=True`` batches are drawn from the positives with probability
+    ``positive_fraction`` and from the negatives otherwise
+    (``tf.data.Dataset.sample_from_datasets``), each class reshuffled and repeated on its own:
+    the rare class is seen far more often than its share, and every negative is still used over
+    the epochs -- an alternative to :func:`class_weights`. The result is infinite: pass
+    ``steps_per_epoch`` to ``fit``. Keep ``positive_fraction`` below 0.5 when hard negatives
+    (look-alikes of the positive class) are rare too: they need to be seen often enough.
 
     Args:
         images: ``(N, rows, cols, bands)`` channels-last, as the model takes them.
         labels: ``(N,)`` 0/1 labels.
         batch_size: Images per batch.
         augment: A layer applied to each batch in training mode (see :func:`augmentation`).
-        balanced: Draw the classes 50/50 (infinite dataset) instead of one pass per epoch.
+        balanced: Draw the classes in fixed proportions (infinite dataset) instead of one pass
+            per epoch.
+        positive_fraction: With ``balanced``, the expected share of positives per batch.
         shuffle: Shuffle (reshuffled every epoch); ignored when ``balanced``, which always
             shuffles.
         seed: Seed of the shuffles and of the class sampling.
@@ -408,6 +413,8 @@ def from_arrays(
         raise ValueError(f"labels must be 0 or 1, found {sorted(set(labels.tolist()))}.")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    if not 0.0 < positive_fraction < 1.0:
+        raise ValueError(f"positive_fraction={positive_fraction} must be in (0, 1).")
     targets = labels.astype(np.float32)[:, np.newaxis]
     if balanced:
         counts = {c: int((labels == c).sum()) for c in (0, 1)}
@@ -421,7 +428,8 @@ def from_arrays(
             pick = labels == value
             part = tf.data.Dataset.from_tensor_slices((images[pick], targets[pick])).cache()
             parts.append(part.shuffle(int(pick.sum()), seed=seed + offset).repeat())
-        dataset = tf.data.Dataset.sample_from_datasets(parts, weights=[0.5, 0.5], seed=seed)
+        weights = [float(positive_fraction), 1.0 - float(positive_fraction)]
+        dataset = tf.data.Dataset.sample_from_datasets(parts, weights=weights, seed=seed)
     else:
         dataset = tf.data.Dataset.from_tensor_slices((images, targets)).cache()
         if shuffle:

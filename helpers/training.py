@@ -321,11 +321,15 @@ def set_trainable(
 
 
 class _RangeTestCallback(keras.callbacks.Callback):
-    def __init__(self, rates: np.ndarray, divergence: float):
+    def __init__(self, rates: np.ndarray, divergence: float, beta: float = 0.9):
         super().__init__()
         self.rates = rates
         self.divergence = divergence
+        self.beta = beta
         self.losses: list[float] = []
+        self._mean = 0.0
+        self._average = 0.0
+        self._best = np.inf
 
     def on_train_batch_begin(self, batch, logs=None):
         self.model.optimizer.learning_rate = float(self.rates[len(self.losses)])
@@ -334,12 +338,14 @@ class _RangeTestCallback(keras.callbacks.Callback):
         # Keras reports the running mean over the epoch; recover this batch's loss from it.
         mean = float(logs["loss"])
         n = len(self.losses)
-        previous = getattr(self, "_mean", 0.0)
-        loss = mean * (n + 1) - previous * n
+        loss = mean * (n + 1) - self._mean * n
         self._mean = mean
         self.losses.append(loss)
-        best = min(self.losses)
-        if not np.isfinite(loss) or (n > 5 and loss > self.divergence * best):
+        # Divergence is judged on the smoothed loss: single batches are too noisy for it.
+        self._average = self.beta * self._average + (1 - self.beta) * loss
+        smoothed = self._average / (1 - self.beta ** (n + 1))
+        self._best = min(self._best, smoothed)
+        if not np.isfinite(loss) or (n >= 10 and smoothed > self.divergence * self._best):
             self.model.stop_training = True
         if len(self.losses) >= len(self.rates):
             self.model.stop_training = True
@@ -358,7 +364,8 @@ def lr_range_test(
 
     Trains ``model`` (compiled; its optimizer is used) for up to ``steps`` batches while the
     learning rate grows exponentially from ``min_lr`` to ``max_lr``, recording each batch's loss;
-    stops early when the loss diverges (non-finite, or above ``divergence`` times the best).
+    stops early when the loss diverges (non-finite, or the smoothed loss above ``divergence``
+    times its lowest value).
     The weights and optimizer state are restored afterwards, so the model is as before.
 
     Read the plot of loss against rate (log scale): the loss falls, flattens and explodes. A good
@@ -371,7 +378,7 @@ def lr_range_test(
             if shorter than ``steps``.
         min_lr, max_lr: The range of rates, ``0 < min_lr < max_lr``.
         steps: Number of batches (rates) to try.
-        divergence: Stop when the loss exceeds this multiple of the lowest loss seen.
+        divergence: Stop when the smoothed loss exceeds this multiple of its lowest value.
 
     Returns:
         A DataFrame with columns ``learning_rate``, ``loss`` and ``smoothed_loss``

@@ -522,6 +522,9 @@ def test_from_arrays_balanced_batches_and_bad_input():
     balanced = datasets.from_arrays(images, labels_, batch_size=10, balanced=True, seed=1)
     shares = [float(y.numpy().mean()) for _, y in balanced.take(20)]
     assert 0.4 < np.mean(shares) < 0.6  # 2 positives in 20, yet half of every batch on average
+    quarter = datasets.from_arrays(images, labels_, batch_size=10, balanced=True,
+                                   positive_fraction=0.25, seed=1)  # fmt: skip
+    assert 0.15 < np.mean([float(y.numpy().mean()) for _, y in quarter.take(40)]) < 0.35
     plain = datasets.from_arrays(images, labels_, batch_size=10, shuffle=False)
     first, target = next(iter(plain))
     np.testing.assert_array_equal(first.numpy(), images[:10])
