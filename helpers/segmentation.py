@@ -58,13 +58,13 @@ def _check_shape(input_shape: Sequence[int | None], factor: int, argument: str) 
     return shape
 
 
-def _conv_block(x, filters: int, batch_norm: bool, name: str):
+def _conv_block(x, filters: int, batch_norm: bool, name: str, bn_momentum: float = 0.99):
     """Two 3x3 convolutions, each followed by batch normalisation (optional) and ReLU."""
     for i in (1, 2):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm,
                           kernel_initializer="he_normal", name=f"{name}_conv{i}")(x)  # fmt: skip
         if batch_norm:
-            x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+            x = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn{i}")(x)
         x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
     return x
 
@@ -82,6 +82,11 @@ def _head(x, num_classes: int):
     activation = "sigmoid" if num_classes == 1 else "softmax"
     return layers.Conv2D(num_classes, 1, activation=activation, dtype="float32",
                          name="predictions")(x)  # fmt: skip
+
+
+def _check_momentum(bn_momentum: float | None) -> None:
+    if bn_momentum is not None and not 0.0 < bn_momentum < 1.0:
+        raise ValueError(f"bn_momentum={bn_momentum!r} must be in (0, 1), e.g. 0.9.")
 
 
 def _check_common(num_classes: int, upsampling: str) -> None:
@@ -105,6 +110,7 @@ def build_unet(
     batch_norm: bool = True,
     dropout: float = 0.0,
     upsampling: str = "transpose",
+    bn_momentum: float = 0.99,
     name: str = "unet",
 ) -> keras.Model:
     """Build the classic U-Net.
@@ -127,6 +133,10 @@ def build_unet(
         upsampling: ``"transpose"`` (2x2 transposed convolution, as in the paper) or
             ``"bilinear"`` (bilinear upsampling then a 3x3 convolution; no checkerboard
             artefacts).
+        bn_momentum: Momentum of the batch-normalization moving statistics (0.99 is Keras'
+            default). A short training run from scratch (a few hundred steps) needs 0.9: with
+            0.99 the moving statistics lag behind the weights and validation predictions
+            collapse while the training scores look fine.
         name: Model name.
 
     Returns:
@@ -148,21 +158,22 @@ def build_unet(
         raise ValueError(f"filters={filters!r} must be an int >= 1.")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout={dropout!r} must be in [0, 1).")
+    _check_momentum(bn_momentum)
     shape = _check_shape(input_shape, 2**depth, f"depth={depth} halves them {depth} times")
 
     inputs = keras.Input(shape=shape, name="image")
     x, skips = inputs, []
     for level in range(depth):
-        x = _conv_block(x, filters * 2**level, batch_norm, f"down{level}")
+        x = _conv_block(x, filters * 2**level, batch_norm, f"down{level}", bn_momentum)
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"down{level}_pool")(x)
-    x = _conv_block(x, filters * 2**depth, batch_norm, "bottleneck")
+    x = _conv_block(x, filters * 2**depth, batch_norm, "bottleneck", bn_momentum)
     if dropout:
         x = layers.Dropout(dropout, name="bottleneck_dropout")(x)
     for level in reversed(range(depth)):
         x = _up(x, filters * 2**level, upsampling, f"up{level}")
         x = layers.Concatenate(name=f"up{level}_concat")([x, skips[level]])
-        x = _conv_block(x, filters * 2**level, batch_norm, f"up{level}")
+        x = _conv_block(x, filters * 2**level, batch_norm, f"up{level}", bn_momentum)
     return keras.Model(inputs, _head(x, num_classes), name=name)
 
 
@@ -176,6 +187,7 @@ def build_resnet50_unet(
     decoder_filters: Sequence[int] = (256, 128, 64, 32, 16),
     rgb_bands: Sequence[int] = (0, 1, 2),
     upsampling: str = "transpose",
+    bn_momentum: float | None = None,
     name: str = "resnet50_unet",
 ) -> keras.Model:
     """Build a U-Net whose encoder is ResNet50 (optionally ImageNet-pretrained).
@@ -202,6 +214,9 @@ def build_resnet50_unet(
         decoder_filters: Filters of the five decoder steps, coarse to fine.
         rgb_bands: Input channels that receive the pretrained B, G, R kernels, in that order.
         upsampling: ``"transpose"`` or ``"bilinear"`` (see :func:`build_unet`).
+        bn_momentum: Momentum of every batch-normalization layer, encoder and decoder (see
+            :func:`build_unet`; 0.9 when training from scratch). None keeps the encoder's
+            setting and gives the decoder Keras' 0.99.
         name: Model name.
 
     Returns:
@@ -220,6 +235,7 @@ def build_resnet50_unet(
         (None, 64, 64, 1)
     """
     _check_common(num_classes, upsampling)
+    _check_momentum(bn_momentum)
     shape = _check_shape(input_shape, 32, "ResNet50 halves them 5 times")
     channels = shape[2]
     decoder = tuple(int(f) for f in decoder_filters)
@@ -246,6 +262,10 @@ def build_resnet50_unet(
     outputs = [backbone.get_layer(n).output for n in (*RESNET50_SKIPS, _RESNET50_BOTTOM)]
     encoder = keras.Model(backbone.inputs, outputs, name="resnet50_encoder")
     encoder.trainable = not freeze_encoder
+    if bn_momentum is not None:
+        for layer in encoder.layers:
+            if isinstance(layer, layers.BatchNormalization):
+                layer.momentum = float(bn_momentum)
 
     inputs = keras.Input(shape=shape, name="image")
     *skips, x = encoder(inputs)
@@ -254,5 +274,6 @@ def build_resnet50_unet(
         if step < len(skips):
             skip = skips[len(skips) - 1 - step]
             x = layers.Concatenate(name=f"decoder{step}_concat")([x, skip])
-        x = _conv_block(x, step_filters, True, f"decoder{step}")
+        x = _conv_block(x, step_filters, True, f"decoder{step}",
+                        0.99 if bn_momentum is None else bn_momentum)  # fmt: skip
     return keras.Model(inputs, _head(x, num_classes), name=name)

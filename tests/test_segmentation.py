@@ -76,6 +76,21 @@ def test_unet_options_change_the_layers():
     assert plain.get_layer("down0_conv1").use_bias
 
 
+def test_unet_bn_momentum_reaches_every_batch_norm_and_survives_saving(tmp_path):
+    def momenta(model):
+        return {layer.momentum for layer in model.layers
+                if isinstance(layer, keras.layers.BatchNormalization)}  # fmt: skip
+
+    assert momenta(segmentation.build_unet((16, 16, 3), **TINY)) == {0.99}  # Keras' default
+    model = segmentation.build_unet((16, 16, 3), bn_momentum=0.9, **TINY)
+    assert momenta(model) == {0.9}
+    model.save(tmp_path / "unet.keras")
+    assert momenta(keras.models.load_model(tmp_path / "unet.keras")) == {0.9}
+    for bad in (0.0, 1.0):
+        with pytest.raises(ValueError, match=f"bn_momentum={bad}"):
+            segmentation.build_unet((16, 16, 3), bn_momentum=bad, **TINY)
+
+
 def test_unet_without_fixed_size_runs_on_any_multiple():
     model = segmentation.build_unet((None, None, 3), **TINY)
     for rows, cols in [(16, 16), (32, 48)]:
@@ -162,11 +177,15 @@ def test_resnet50_unet_offline_imagenet_falls_back_with_warning(monkeypatch, cap
 
     monkeypatch.setattr(keras.utils, "get_file", offline)
     with caplog.at_level(logging.WARNING, logger="helpers.models"):
-        model = segmentation.build_resnet50_unet((32, 32, 4), weights="imagenet",
+        model = segmentation.build_resnet50_unet((32, 32, 4), weights="imagenet", bn_momentum=0.9,
                                                  decoder_filters=(8, 8, 8, 8, 8))  # fmt: skip
     assert "training from scratch" in caplog.text
     assert model.output_shape == (None, 32, 32, 1)
     assert model.get_layer("resnet50_encoder").trainable
+    # from scratch: every batch norm, encoder and decoder, follows the weights quickly
+    norms = [layer for part in (model, model.get_layer("resnet50_encoder")) for layer in part.layers
+             if isinstance(layer, keras.layers.BatchNormalization)]  # fmt: skip
+    assert len(norms) > 50 and {layer.momentum for layer in norms} == {0.9}
     with pytest.raises(RuntimeError, match="could not be downloaded"):
         segmentation.build_resnet50_unet((32, 32, 4), weights="imagenet", require_pretrained=True)
 
