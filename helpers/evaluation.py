@@ -18,7 +18,7 @@ Example:
     >>> binary_scores(y, p, threshold=0.5)["f1"]
     0.5
     >>> choose_threshold(y, p, beta=2.0)
-    (0.4, 0.9091)
+    (0.25, 0.9091)
 """
 
 from __future__ import annotations
@@ -101,8 +101,10 @@ def choose_threshold(
 ) -> tuple[float, float]:
     """The decision threshold that maximises F-beta on these labels (use validation data).
 
-    Every distinct score is a candidate (``sklearn.metrics.precision_recall_curve``). Ties go to
-    the highest threshold, which flags fewest tiles for the same score.
+    Every distinct score is a candidate (``sklearn.metrics.precision_recall_curve``). Often a
+    whole interval of thresholds gives the best score (always, when the classes are perfectly
+    separated); the middle of that interval is returned, rather than an end of it, so that new
+    data with slightly shifted scores falls on the same side.
 
     Args:
         y_true: 0/1 labels with at least one positive.
@@ -110,8 +112,8 @@ def choose_threshold(
         beta: Recall is ``beta`` times as important as precision.
 
     Returns:
-        ``(threshold, fbeta)``: the threshold is one of the scores (exact, so that
-        ``scores >= threshold`` reproduces the optimum); the score is rounded to 4 decimals.
+        ``(threshold, fbeta)``: ``scores >= threshold`` reproduces the optimum; the score is
+        rounded to 4 decimals.
 
     Raises:
         ValueError: On bad input, or labels without a positive (no threshold can find one).
@@ -134,7 +136,13 @@ def choose_threshold(
             0.0,
         )
     best = np.flatnonzero(fbeta == fbeta.max())[-1]
-    return float(thresholds[best]), round(float(fbeta[best]), 4)
+    low = best
+    while low > 0 and fbeta[low - 1] == fbeta[best]:
+        low -= 1
+    # Thresholds in (thresholds[low - 1], thresholds[best]] all flag the same tiles as some
+    # candidate in [low, best]: take the middle of that interval.
+    threshold = (thresholds[low - 1] + thresholds[best]) / 2 if low > 0 else thresholds[best]
+    return float(threshold), round(float(fbeta[best]), 4)
 
 
 def tile_statistics(images: np.ndarray) -> np.ndarray:

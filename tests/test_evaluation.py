@@ -79,3 +79,9 @@ def test_statistics_baseline_separates_bright_tiles_and_refuses_one_class():
         evaluation.statistics_baseline(images, np.zeros(40))
     with pytest.raises(ValueError, match="channels-last"):
         evaluation.tile_statistics(images[0])
+
+
+def test_choose_threshold_takes_the_middle_of_a_perfect_gap():
+    y = [0, 0, 0, 1, 1]
+    threshold, best = evaluation.choose_threshold(y, [0.1, 0.2, 0.3, 0.8, 0.9])
+    assert best == 1.0 and threshold == pytest.approx(0.55)
