@@ -11,7 +11,11 @@ largest ``--sizes`` scene with 256-px patches at stride 256 and 128:
 * ``naive``: one windowed read and one GeoTIFF written per patch, sequentially.
 * ``ours_<writer>``: :func:`helpers.tiling.extract_patches` with each writer.
 
-Every measurement runs in a fresh child process (so peak RSS, ``ru_maxrss``, is its own).
+Every measurement runs in a fresh child process (so peak RSS, ``ru_maxrss``, is its own), and
+records its CPU time (user, and system: at stride 128 mostly the kernel copying 2 GB into the
+page cache, which both the naive loop and the npz writer pay) and the machine's load average.
+The writers overlap decoding and writing on several cores, so on a loaded machine their
+advantage shrinks towards the ratio of CPU times; compare runs made at a low load.
 Throughput is in MPix/s of *scene* pixels (height x width / seconds), so runs at different
 strides compare directly. The peak RSS of the npz writer is also measured on every scene size to
 show that it does not grow with the scene, next to that of a full-scene read.
@@ -103,7 +107,9 @@ def measure(case: str, scene: str, stride: int, out_dir: str, workers: int, pool
     with rasterio.open(scene) as ds:
         height, width, profile = ds.height, ds.width, ds.profile
     windows = tiling.tile_windows(height, width, PATCH, stride)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    rss_before = before.ru_maxrss / 1024  # KiB on Linux
+    load = os.getloadavg()[0]
     start = time.perf_counter()
     if case == "raw_read":
         with rasterio.Env(GDAL_NUM_THREADS=NUM_THREADS), rasterio.open(scene) as ds:
@@ -131,12 +137,17 @@ def measure(case: str, scene: str, stride: int, out_dir: str, workers: int, pool
     else:
         raise ValueError(f"unknown case {case!r}")
     seconds = time.perf_counter() - start
-    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    after = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "seconds": seconds,
-        "peak_rss_mib": round(rss_mib, 1),
+        "peak_rss_mib": round(after.ru_maxrss / 1024, 1),
         "rss_before_work_mib": round(rss_before, 1),  # interpreter + imports
         "patches": len(windows),
+        # CPU time of all threads: user (decoding, copies, CRC) and system (mostly copying the
+        # written bytes into the page cache), and the machine's load when the case started.
+        "cpu_user_s": round(after.ru_utime - before.ru_utime, 2),
+        "cpu_sys_s": round(after.ru_stime - before.ru_stime, 2),
+        "load_1min": round(load, 2),
     }
 
 
@@ -161,7 +172,8 @@ def run_child(
     result["seconds"] = round(result["seconds"], 3)
     print(f"  {case:<14} stride {stride:<4} workers {workers} {pool:<7} "
           f"{result['seconds']:7.2f} s {result['all_seconds']} "
-          f"{result['peak_rss_mib']:6.0f} MiB", flush=True)  # fmt: skip
+          f"{result['peak_rss_mib']:6.0f} MiB  cpu {result['cpu_user_s']:.1f}+"
+          f"{result['cpu_sys_s']:.1f} s  load {result['load_1min']:.1f}", flush=True)  # fmt: skip
     return result
 
 

@@ -248,7 +248,9 @@ def tile_windows(
 
 
 def _int_window(window: Window, name: str = "window") -> Window:
-    values = (window.col_off, window.row_off, window.width, window.height)
+    c, r, w, h = values = (window.col_off, window.row_off, window.width, window.height)
+    if type(c) is type(r) is type(w) is type(h) is int and w > 0 and h > 0:
+        return window  # as tile_windows builds them (the fast path: called per patch id)
     if not all(float(v).is_integer() for v in values) or window.width <= 0 or window.height <= 0:
         raise ValueError(
             f"{name} {window} must have integer offsets and positive integer sizes; round it "
@@ -563,9 +565,15 @@ def _nodata_pixels(array: np.ndarray, nodata: float | None) -> np.ndarray:
     """``(rows, cols)`` True where every band equals ``nodata`` (nan-aware)."""
     if nodata is None:
         return np.zeros(array.shape[1:], dtype=bool)
-    if isinstance(nodata, float) and math.isnan(nodata):
-        return np.isnan(array).all(axis=0)
-    return (array == nodata).all(axis=0)
+    nan = isinstance(nodata, float) and math.isnan(nodata)
+    # Band by band, stopping when no candidate pixel is left: on imagery with little nodata
+    # this compares one band instead of all, without a (bands, rows, cols) temporary.
+    mask = np.isnan(array[0]) if nan else array[0] == nodata
+    for band in array[1:]:
+        if not mask.any():
+            break
+        mask &= np.isnan(band) if nan else band == nodata
+    return mask
 
 
 def _resolve_scaling(scaling: Any, path: PathLike, indexes: list[int], names: list[str]) -> dict:
@@ -752,7 +760,9 @@ def _write_npz(final: Path, arrays: dict[str, Any]) -> None:
 
     Written by hand because ``np.savez`` stamps the current time into the zip (two identical
     runs would not give identical bytes) and needs one stacked array; here a value may also be
-    a list of same-shape arrays, written as their stack ``(N, ...)`` without building it.
+    a list of same-shape arrays, written as their stack ``(N, ...)`` without building it: each
+    is copied into one contiguous scratch array and written from there, so zipfile's CRC-32 and
+    the write read it from the CPU cache (``np.lib.format.write_array`` would copy to ``bytes``).
     """
     tmp = _partial(final)
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
@@ -766,8 +776,10 @@ def _write_npz(final: Path, arrays: dict[str, Any]) -> None:
                         "shape": (len(value), *value[0].shape),
                     }
                     np.lib.format.write_array_header_1_0(fid, header)
+                    scratch = np.empty(value[0].shape, dtype=value[0].dtype)
                     for item in value:
-                        fid.write(np.ascontiguousarray(item).data)
+                        np.copyto(scratch, item)
+                        fid.write(scratch.data)
                 else:
                     np.lib.format.write_array(fid, np.asanyarray(value), allow_pickle=False)
     os.replace(tmp, final)
@@ -1087,9 +1099,10 @@ def extract_patches(
     more than reading the patch, so uncompressed per-patch GeoTIFFs are stamped from one
     GDAL-written, read-back-checked template (see ``_GeoTiffTemplate``; compressed ones, and
     ``pool="process"``, go through GDAL file by file); ``workers > 1`` writes files in parallel.
-    The ``npz`` writer holds one shard of patches until it is written; by default shards hold
-    about ``SHARD_BYTES`` (64 MiB, e.g. 128 patches of 4 x 256 x 256 uint16), so memory stays
-    flat in scene size.
+    The ``npz`` writer holds one shard of patches until it is complete and writes it from a
+    background thread while the next strips are decoded (see ``_ShardWriter``); by default
+    shards hold about ``SHARD_BYTES`` (64 MiB, e.g. 128 patches of 4 x 256 x 256 uint16), so
+    memory stays flat in scene size (about two shards).
 
     Resuming: ``index.json`` with the run's ``config`` is written first. Calling again with the
     same configuration skips every patch whose final file (or shard) exists and writes the rest;
@@ -1118,7 +1131,8 @@ def extract_patches(
             nodata when all bands equal the nodata value, or it lies outside the raster).
         overwrite: Delete outputs of a different (or unknown) configuration and start again.
         workers: Parallel writers for per-patch files (creating and closing a file dominates
-            the cost of small patches).
+            the cost of small patches). The ``npz`` writer always writes shards from one
+            background thread and ignores it.
         progress: Show a tqdm progress bar.
         shard_size: Windows per ``.npz`` shard; None (default) sizes shards to about
             ``SHARD_BYTES``.
@@ -1250,12 +1264,12 @@ def extract_patches(
     geotiff_profile.pop("interleave", None)
     if compress is not None:
         geotiff_profile["compress"] = compress
-    shards: dict[int, _Shard] = {}
     shard_remaining = {k: 0 for k in set(shard_of)}
     for i in todo:
         shard_remaining[shard_of[i]] += 1
 
     writes = _Pool(int(workers), pool)
+    shards = _ShardWriter(root, ordered, row_labels, row_splits) if writer == "npz" else None
     templates = _TemplateCache()
     bar = tqdm(total=len(todo), desc="patches", unit="patch", disable=not progress)
     try:
@@ -1266,17 +1280,15 @@ def extract_patches(
             i = by_window[patch_id(window)]
             fraction = _nodata_fraction(window, array, nodata, height, width)
             keep = fraction <= max_nodata_fraction
-            if writer == "npz":
+            if shards is not None:
                 k = shard_of[i]
-                files[i] = f"shards/shard_{k:05d}.npz"
+                files[i] = f"shards/{shards.name(k)}"
                 status[i] = "written" if keep else "skipped_nodata"
-                if k not in shards:
-                    shards[k] = _Shard(root, k)
                 if keep:
-                    shards[k].add(i, array)
+                    shards.add(i, array)
                 shard_remaining[k] -= 1
                 if shard_remaining[k] == 0:
-                    shards.pop(k).finish(ordered, row_labels, row_splits, array)
+                    shards.finish(k, array)
             elif not keep:
                 files[i], status[i] = None, "skipped_nodata"
             else:
@@ -1290,9 +1302,13 @@ def extract_patches(
                     writes.submit(_write_image, final, image, writer, int(jpeg_quality))
                 status[i] = "written"
             bar.update()
+        if shards is not None:
+            shards.wait()  # the last shard; raises if writing it failed
     finally:
         bar.close()
         writes.close()
+        if shards is not None:
+            shards.close()
 
     table = _index_table(ordered, transform, row_splits, row_labels, files, status, labels)
     _write_index(root, table, ordered, transform, crs)
@@ -1335,52 +1351,76 @@ def _jsonable(value: Any) -> Any:
 def _nodata_fraction(
     window: Window, array: np.ndarray, nodata: float | None, height: int, width: int
 ) -> float:
-    missing = _nodata_pixels(array, nodata).sum()
+    missing = np.count_nonzero(_nodata_pixels(array, nodata))
     if nodata is None:
         r0, r1, c0, c1 = _clip(window, height, width)  # outside pixels are not flagged above
         missing += window.height * window.width - (r1 - r0) * (c1 - c0)
     return float(missing) / (window.height * window.width)
 
 
-class _Shard:
-    """The kept patches of one ``.npz`` shard, until the shard is complete.
+class _ShardWriter:
+    """Collects the kept patches of each ``.npz`` shard and writes complete shards in the
+    background.
 
-    Patches are held as they come from :func:`iter_patches` (mostly views into its strips) and
-    streamed into the file one by one: no stacked copy, so memory is about one shard of pixels
-    (``shard_size`` patches) and nothing is copied twice.
+    Patches are held as they come from :func:`iter_patches` (mostly views into its strips, no
+    copy). When a shard is complete, one background thread streams it into the file patch by
+    patch -- copy to a contiguous scratch patch, CRC-32 of the zip, write, all while the patch
+    is in the CPU cache and all releasing the GIL -- while the main thread decodes the next
+    strips. At most one shard is being written while the next one fills, so memory is about two
+    shards of pixels whatever the scene's size. Shards complete in order (patches arrive
+    row-major), and errors of the writer are raised in the main thread.
     """
 
-    def __init__(self, root: Path, k: int):
-        self.final = root / "shards" / f"shard_{k:05d}.npz"
+    def __init__(self, root: Path, ordered: list[Window], labels: list, splits: list):
+        self.root, self.ordered, self.labels, self.splits = root, ordered, labels, splits
         self.rows: list[int] = []
         self.images: list[np.ndarray] = []
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="npz-writer")
+        self.pending: Future | None = None
+
+    @staticmethod
+    def name(k: int) -> str:
+        return f"shard_{k:05d}.npz"
 
     def add(self, i: int, array: np.ndarray) -> None:
         if self.images and array.shape != self.images[0].shape:
             raise ValueError(
-                f"{self.final.name} mixes patch shapes {self.images[0].shape} and "
-                f"{array.shape}; npz shards need windows of one size. Use one size per "
-                "extract_patches call."
+                f"patch {patch_id(self.ordered[i])} has shape {array.shape} but its shard "
+                f"holds {self.images[0].shape}; npz shards need windows of one size. Use one "
+                "size per extract_patches call."
             )
         self.rows.append(i)
         self.images.append(array)
 
-    def finish(self, ordered: list[Window], labels: list, splits: list, like: np.ndarray) -> None:
-        rows = self.rows
+    def finish(self, k: int, like: np.ndarray) -> None:
+        """Hand shard ``k`` (the patches added since the last call) to the writer thread."""
+        rows, ordered = self.rows, self.ordered
         offsets = [[ordered[i].row_off, ordered[i].col_off, ordered[i].height, ordered[i].width]
                    for i in rows]  # fmt: skip
-        images = self.images or np.empty((0, *like.shape), dtype=like.dtype)
-        _write_npz(
-            self.final,
-            {
-                "images": images,
-                "ids": np.array([patch_id(ordered[i]) for i in rows], dtype=str),
-                "labels": np.array([-1 if labels[i] is None else labels[i] for i in rows], "int64"),
-                "splits": np.array([splits[i] or "" for i in rows], dtype=str),
-                "windows": np.array(offsets, dtype="int64").reshape(-1, 4),
-            },
-        )
-        self.images = []
+        arrays = {
+            "images": self.images or np.empty((0, *like.shape), dtype=like.dtype),
+            "ids": np.array([patch_id(ordered[i]) for i in rows], dtype=str),
+            "labels": np.array(
+                [-1 if self.labels[i] is None else self.labels[i] for i in rows], "int64"
+            ),
+            "splits": np.array([self.splits[i] or "" for i in rows], dtype=str),
+            "windows": np.array(offsets, dtype="int64").reshape(-1, 4),
+        }
+        self.wait()  # at most one shard in flight: memory stays at about two shards
+        final = self.root / "shards" / self.name(k)
+        self.pending = self.executor.submit(_write_npz, final, arrays)
+        self.rows, self.images = [], []
+
+    def wait(self) -> None:
+        """Wait for the shard being written; re-raise its error here."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Let the shard being written finish (its error, if any, is left to :meth:`wait`,
+        which a successful run calls first) and stop the thread."""
+        self.executor.shutdown(wait=True)
 
 
 def _index_table(

@@ -13,6 +13,7 @@ from affine import Affine
 from conftest import SCENE_BANDS, synthetic_reflectance, write_geotiff
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.extra.numpy import array_shapes, arrays
 from PIL import Image
 from rasterio.windows import Window
 
@@ -245,6 +246,27 @@ def test_each_source_block_is_read_once(scene, monkeypatch, size, stride):
     assert len(reads) < len(windows)
 
 
+def test_npz_extraction_streams_each_block_once(scene, tmp_path, monkeypatch):
+    reads = []
+    original = tiling._read_strip
+    monkeypatch.setattr(
+        tiling, "_read_strip", lambda ds, idx, w: reads.append(w) or original(ds, idx, w)
+    )
+    windows = tiling.tile_windows(HEIGHT, WIDTH, 24, 8, edge="pad")
+    index = tiling.extract_patches(
+        scene, tmp_path / "npz", windows, writer="npz", shard_size=5, max_nodata_fraction=1.0,
+        progress=False,
+    )  # fmt: skip
+    rows = [(int(w.row_off), int(w.row_off + w.height)) for w in reads]
+    assert [start for start, _ in rows] == [0] + [stop for _, stop in rows[:-1]]
+    assert rows[-1][1] == HEIGHT
+    assert len(index.files()) == -(-len(windows) // 5)  # shards written in the background
+    for shard in index.files():
+        with np.load(shard) as data:
+            for image, (r, c, h, w) in zip(data["images"], data["windows"], strict=True):
+                np.testing.assert_array_equal(image, direct_read(scene, Window(c, r, w, h)))
+
+
 def test_strips_skip_rows_no_window_needs(scene, monkeypatch):
     reads = []
     original = tiling._read_strip
@@ -410,6 +432,23 @@ def test_class_folders_need_labels_and_splits(scene, tmp_path):
         tiling.extract_patches(scene, tmp_path, windows, writer="png", layout="class_folders")
     with pytest.raises(ValueError, match="labels has 2 entries"):
         tiling.extract_patches(scene, tmp_path, windows, labels=[0, 1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    arrays(np.uint8, array_shapes(min_dims=3, max_dims=3, max_side=5), elements=st.integers(0, 2))
+)
+def test_nodata_pixels_are_those_where_every_band_equals_nodata(array):
+    np.testing.assert_array_equal(tiling._nodata_pixels(array, 0), (array == 0).all(axis=0))
+    floats = np.where(array == 0, np.nan, array.astype(np.float32))
+    np.testing.assert_array_equal(tiling._nodata_pixels(floats, float("nan")), (array == 0).all(0))
+
+
+def test_npz_shards_need_one_patch_size(scene, tmp_path):
+    windows = [Window(0, 40, 16, 16), Window(20, 40, 24, 24)]
+    with pytest.raises(ValueError, match="npz shards need windows of one size"):
+        tiling.extract_patches(scene, tmp_path / "mixed", windows, writer="npz", progress=False)
+    assert not list((tmp_path / "mixed" / "shards").glob("*.npz"))
 
 
 def test_mostly_nodata_patches_are_skipped(scene, tmp_path):
