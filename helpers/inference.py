@@ -853,22 +853,9 @@ def predict_tile_grid(
     probs = np.array(
         [p if p is not None else np.full(k, np.nan) for p in probabilities], dtype=np.float64
     ).reshape(len(ordered), k)
-    bounds = [tiling.window_bounds(w, transform) for w in ordered]
-    table = pd.DataFrame(
-        {
-            "id": [tiling.patch_id(w) for w in ordered],
-            "row_off": [w.row_off for w in ordered],
-            "col_off": [w.col_off for w in ordered],
-            "height": [w.height for w in ordered],
-            "width": [w.width for w in ordered],
-            "minx": [b[0] for b in bounds],
-            "miny": [b[1] for b in bounds],
-            "maxx": [b[2] for b in bounds],
-            "maxy": [b[3] for b in bounds],
-            "nodata_fraction": fractions,
-            "status": ["predicted" if p is not None else "skipped_nodata" for p in probabilities],
-        }
-    )
+    table = tiling.window_table(ordered, transform)
+    table["nodata_fraction"] = fractions
+    table["status"] = ["predicted" if p is not None else "skipped_nodata" for p in probabilities]
     for i, name in enumerate(columns):
         table[name] = probs[:, i]
     return out_path, table

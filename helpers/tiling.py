@@ -85,6 +85,7 @@ __all__ = [
     "scale_to_uint8",
     "tile_windows",
     "window_bounds",
+    "window_table",
     "window_transform",
 ]
 
@@ -1423,6 +1424,33 @@ class _ShardWriter:
         self.executor.shutdown(wait=True)
 
 
+def window_table(windows: Sequence[Window], transform: Affine) -> pd.DataFrame:
+    """One row per window: ``id``, ``row_off``, ``col_off``, ``height``, ``width`` and its
+    bounds ``minx``, ``miny``, ``maxx``, ``maxy`` in the raster's CRS (the start of every
+    patch index and tile table).
+
+    Example:
+        >>> from rasterio.transform import from_origin
+        >>> window_table([Window(0, 0, 2, 2)], from_origin(500, 1000, 1, 1)).iloc[0].to_dict()
+        {'id': 'r000000_c000000', 'row_off': 0, 'col_off': 0, 'height': 2, 'width': 2, \
+'minx': 500.0, 'miny': 998.0, 'maxx': 502.0, 'maxy': 1000.0}
+    """
+    bounds = [window_bounds(w, transform) for w in windows]
+    return pd.DataFrame(
+        {
+            "id": [patch_id(w) for w in windows],
+            "row_off": [w.row_off for w in windows],
+            "col_off": [w.col_off for w in windows],
+            "height": [w.height for w in windows],
+            "width": [w.width for w in windows],
+            "minx": [b[0] for b in bounds],
+            "miny": [b[1] for b in bounds],
+            "maxx": [b[2] for b in bounds],
+            "maxy": [b[3] for b in bounds],
+        }
+    )
+
+
 def _index_table(
     ordered: list[Window],
     transform: Affine,
@@ -1432,24 +1460,11 @@ def _index_table(
     status: list[str | None],
     given_labels: Sequence[int] | None,
 ) -> pd.DataFrame:
-    bounds = [window_bounds(w, transform) for w in ordered]
-    table = pd.DataFrame(
-        {
-            "id": [patch_id(w) for w in ordered],
-            "row_off": [w.row_off for w in ordered],
-            "col_off": [w.col_off for w in ordered],
-            "height": [w.height for w in ordered],
-            "width": [w.width for w in ordered],
-            "minx": [b[0] for b in bounds],
-            "miny": [b[1] for b in bounds],
-            "maxx": [b[2] for b in bounds],
-            "maxy": [b[3] for b in bounds],
-            "split": pd.array(splits, dtype="string"),
-            "label": pd.array(
-                labels if given_labels is not None else [None] * len(ordered), dtype="Int64"
-            ),  # fmt: skip
-            "file": files,
-            "status": status,
-        }
+    table = window_table(ordered, transform)
+    table["split"] = pd.array(splits, dtype="string")
+    table["label"] = pd.array(
+        labels if given_labels is not None else [None] * len(ordered), dtype="Int64"
     )
+    table["file"] = files
+    table["status"] = status
     return table[_INDEX_COLUMNS]
