@@ -54,6 +54,7 @@ from helpers import rois as roi_tools
 __all__ = [
     "DEFAULT_COLORS",
     "RoiEditor",
+    "class_overlay",
     "enable_colab_widgets",
     "scene_overlay",
 ]
@@ -169,6 +170,90 @@ def scene_overlay(
     rgba = np.zeros((dst_height, dst_width, 4), dtype=np.uint8)
     rgba[..., :3] = np.round(np.nan_to_num(np.moveaxis(warped, 0, -1)) * 255).astype(np.uint8)
     rgba[..., 3] = np.where(alpha, 255, 0)
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, mode="RGBA").save(buffer, format="PNG", optimize=True)
+    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    west, south, east, north = transform_bounds(
+        _WEB_MERCATOR, "EPSG:4326", *_bounds(dst_transform, dst_width, dst_height)
+    )
+    return url, ((south, west), (north, east))
+
+
+def class_overlay(
+    label_map: PathLike,
+    classes: Mapping[str, int],
+    *,
+    colors: Mapping[str, str] | None = None,
+    max_size: int = 1024,
+    nodata: int | None = 255,
+) -> tuple[str, tuple[tuple[float, float], tuple[float, float]]]:
+    """A class map (e.g. a predicted label map) as a coloured PNG in Web Mercator, with bounds.
+
+    The counterpart of :func:`scene_overlay` for integer class rasters: the map is decimated
+    and warped with nearest-neighbour resampling (a class code is never averaged into
+    another), each class is painted in its colour, and nodata and codes not in ``classes``
+    are transparent. Show it over the scene with ``ipyleaflet.ImageOverlay(url=url,
+    bounds=bounds, opacity=0.6)``.
+
+    Args:
+        label_map: A one-band GeoTIFF of class codes (needs a CRS).
+        classes: ``{class name: code}``, e.g. :data:`helpers.rois.LANDCOVER_ROI_CLASSES`.
+        colors: ``{class name: colour}``; the land-cover classes keep their colours, others
+            get :data:`DEFAULT_COLORS`.
+        max_size: Longest side of the quick-look, in pixels.
+        nodata: Code drawn transparent (the file's own nodata is always transparent).
+
+    Returns:
+        ``(url, ((south, west), (north, east)))`` for :class:`ipyleaflet.ImageOverlay`.
+
+    Raises:
+        MissingCRSError: The label map has no CRS.
+        ValueError: ``classes`` is empty.
+
+    Example:
+        >>> url, bounds = class_overlay("landcover.tif", {"water": 1, "trees": 2})
+        ... # doctest: +SKIP
+    """
+    from matplotlib.colors import to_rgb
+    from PIL import Image
+
+    if not classes:
+        raise ValueError("classes is empty: pass {class name: code} for the classes to colour.")
+    info = raster.describe(label_map)
+    crs = raster.ensure_crs(info.crs, label_map)
+    codes, transform = raster.read_decimated(
+        label_map, max_size=max_size, bands=[1], resampling="nearest"
+    )
+    codes = codes[0]
+    height, width = codes.shape
+    dst_transform, dst_width, dst_height = calculate_default_transform(
+        crs, _WEB_MERCATOR, width, height, *_bounds(transform, width, height)
+    )
+    fill = 255  # outside the map after warping; class codes are 0-254, so it stays transparent
+    warped = np.full((dst_height, dst_width), fill, dtype=np.uint8)
+    reproject(
+        codes.astype(np.uint8),
+        warped,
+        src_transform=transform,
+        src_crs=crs,
+        dst_transform=dst_transform,
+        dst_crs=_WEB_MERCATOR,
+        dst_nodata=fill,
+        resampling=Resampling.nearest,
+    )
+    palette = dict(colors or {})
+    table = np.zeros((256, 4), dtype=np.uint8)  # code -> RGBA, transparent by default
+    used: list[str] = []
+    for name, code in classes.items():
+        colour = palette.get(name) or _LANDCOVER_COLORS.get(name)
+        if colour is None:
+            colour = next((c for c in DEFAULT_COLORS if c not in used), DEFAULT_COLORS[0])
+        used.append(colour)
+        table[int(code)] = [*(round(255 * v) for v in to_rgb(colour)), 255]
+    for invisible in {nodata, info.nodata} - {None}:
+        if 0 <= int(invisible) <= 255:
+            table[int(invisible)] = 0
+    rgba = table[warped]
     buffer = io.BytesIO()
     Image.fromarray(rgba, mode="RGBA").save(buffer, format="PNG", optimize=True)
     url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -186,3 +186,22 @@ def test_editor_rois_feed_rois_to_labels(editor):
     draw(editor, point(editor))
     result = rois.rois_to_labels(editor.rois, editor.scene, classes=editor.class_codes)
     assert result.counts["train"]["water"] > 100 and result.counts["train"]["trees"] == 1
+
+
+def test_class_overlay_paints_each_class_in_its_colour(make_geotiff):
+    codes = np.full((1, 64, 64), 1, dtype=np.uint8)
+    codes[0, :, 32:] = 2
+    codes[0, :8, :8] = 255  # nodata corner
+    path = make_geotiff("classes.tif", data=codes, nodata=255)
+    url, ((south, west), (north, east)) = maps.class_overlay(
+        path, {"water": 1, "trees": 2}, colors={"trees": "#00ff00"}
+    )
+    rgba = np.array(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+    h, w = rgba.shape[:2]
+    assert rgba[0, 0, 3] == 0  # nodata is transparent
+    assert tuple(rgba[h // 2, w // 4]) == (0x2B, 0x6C, 0xB0, 255)  # land-cover colour of water
+    assert tuple(rgba[h // 2, 3 * w // 4]) == (0, 255, 0, 255)  # the colour asked for
+    scene_url, scene_bounds = maps.scene_overlay(make_geotiff("scene.tif"))
+    assert np.allclose((south, west, north, east), np.ravel(scene_bounds), atol=1e-6)
+    with pytest.raises(ValueError, match="classes is empty"):
+        maps.class_overlay(path, {})

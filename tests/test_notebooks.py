@@ -65,6 +65,59 @@ NOTEBOOK_PARAMETERS = {
             "MIN_AREA_M2": 0,
         }
     ),
+    # 05: 64 px patches, a 4-filter U-Net, two steps per model; writes the settlement and cloud
+    # models (with cards) under outputs/models, where 06 and 07 read them.
+    "05_unet_segmentation": lambda ctx: (
+        _region_and_figures(ctx, "05_unet_segmentation")
+        | {
+            "PATCH_SIZE": 64,
+            "STRIDE": 32,
+            "BLOCK_SIZE": 128,
+            "FILTERS": 4,
+            "EPOCHS": 1,
+            "STEPS_PER_EPOCH": 2,
+            "CLOUD_EPOCHS": 1,
+            "BATCH_SIZE": 8,
+            "BASELINE_PIXELS": 5000,
+            "DATASET_DIR": str(ctx["out"] / "patches"),
+            "MODEL_DIR": str(ctx["out"] / "models"),
+        }
+    ),
+    # 06 and 07 predict the 512 px region with the settlement model 05 saved.
+    "06_scene_prediction": lambda ctx: (
+        _region_and_figures(ctx, "06_scene_prediction")
+        | {
+            "MODEL_PATH": str(ctx["out"] / "models" / "settlement_unet.keras"),
+            "CROP_SIZE": 256,
+            "PREDICTION_DIR": str(ctx["out"] / "predictions" / "06_scene_prediction"),
+        }
+    ),
+    "07_postprocessing": lambda ctx: (
+        _region_and_figures(ctx, "07_postprocessing")
+        | {
+            "MODEL_PATH": str(ctx["out"] / "models" / "settlement_unet.keras"),
+            "ZOOM_SIZE": 96,
+            "MAP_DIR": str(ctx["out"] / "maps" / "07_postprocessing"),
+        }
+    ),
+    # 08: example ROIs on the small region; a tiny U-Net for one epoch; a 256 px new region.
+    "08_roi_labelling": lambda ctx: (
+        _region_and_figures(ctx, "08_roi_labelling")
+        | {
+            "ROI_FILE": str(ctx["out"] / "rois" / "08_my_rois.geojson"),
+            "RF_TREES": 10,
+            "PATCH_SIZE": 32,
+            "FILTERS": 4,
+            "STEPS_PER_EPOCH": 2,
+            "EPOCHS": 1,
+            "BATCH_SIZE": 8,
+            "PREDICT_PATCH": 128,
+            "NEW_DATA_DIR": str(ctx["out"] / "new_region"),
+            "NEW_SCENE_SIZE": 256,
+            "MAP_DIR": str(ctx["out"] / "maps" / "08_roi_labelling"),
+            "MODEL_DIR": str(ctx["out"] / "models"),
+        }
+    ),
 }
 
 
@@ -118,3 +171,38 @@ def test_tile_classification_fine_tunes_pretrained_weights(ctx, tmp_path):
     assert card["scaling"]["then"] == "imagenet_caffe"
     executed = (tmp_path / "out" / "notebooks" / notebook.name).read_text()
     assert "two-phase fine-tuning" in executed
+
+
+@pytest.mark.notebook
+def test_unet_segmentation_with_a_pretrained_resnet50_encoder(ctx, tmp_path):
+    """Notebook 05's optional path: the ResNet50-encoder U-Net with pretrained weights (a local
+    file standing in for ImageNet's); the settlement card records the ImageNet scaling, the cloud
+    model keeps reflectance, and both reload."""
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    from helpers import models
+
+    keras.utils.set_random_seed(0)
+    backbone = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
+    weights = tmp_path / "resnet50_notop.h5"
+    with h5py.File(weights, "w") as f:  # the legacy layout Keras publishes ImageNet weights in
+        legacy_h5_format.save_weights_to_hdf5_group(f, backbone)
+    notebook = ROOT / "notebooks" / "05_unet_segmentation.ipynb"
+    params = NOTEBOOK_PARAMETERS["05_unet_segmentation"](ctx) | {
+        "ENCODER": "resnet50",
+        "WEIGHTS": str(weights),
+        "STEPS_PER_EPOCH": 1,
+        "MODEL_DIR": str(tmp_path / "models"),
+        "OUTPUT_DIR": str(tmp_path / "figures"),
+    }
+    run_notebooks.run_notebook(notebook, tmp_path / "out", params, html=False, timeout=900)
+    model, card = models.load_with_card(tmp_path / "models" / "settlement_unet.keras")
+    assert card["encoder"] == "resnet50" and card["pretrained"] is True
+    assert card["scaling"]["method"] == "uint8_stretch"
+    assert card["scaling"]["then"] == "imagenet_caffe"
+    assert model.get_layer("resnet50_encoder") is not None
+    _, cloud_card = models.load_with_card(tmp_path / "models" / "cloud_unet.keras")
+    assert cloud_card["scaling"]["method"] == "linear"
+    assert cloud_card["classes"] == {0: "clear", 1: "cloud", 2: "cloud_shadow"}
