@@ -307,7 +307,8 @@ def from_class_folders(
 
     Raises:
         FileNotFoundError: ``folder`` does not exist.
-        ValueError: ``folder`` does not hold exactly two class folders.
+        ValueError: ``folder`` does not hold exactly two class folders, or its images differ
+            in size.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -323,15 +324,25 @@ def from_class_folders(
             "the split has patches of both classes."
         )
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    first = next(
-        (p for p in sorted(root.rglob("*")) if p.suffix.lower() in (".png", ".jpg", ".jpeg")), None
-    )
+    files = [p for p in sorted(root.rglob("*")) if p.suffix.lower() in (".png", ".jpg", ".jpeg")]
     color_mode = "rgb"
-    if first is not None:
-        from PIL import Image  # only to see whether the images are grey
+    if files:
+        from PIL import Image  # reads headers only: grey or colour, and each image's size
 
-        with Image.open(first) as image:
+        with Image.open(files[0]) as image:
             color_mode = "grayscale" if image.mode in ("L", "I", "I;16") else "rgb"
+            first_size = image.size
+        for path in files[1:]:
+            with Image.open(path) as image:
+                if image.size != first_size:
+                    # Keras would silently resize every image to image_size, so tiles of
+                    # different ground sizes would be mixed as if they were alike.
+                    raise ValueError(
+                        f"{root} mixes image sizes: {files[0].relative_to(root)} is "
+                        f"{first_size[0]} x {first_size[1]} px but {path.relative_to(root)} is "
+                        f"{image.size[0]} x {image.size[1]} px. Write all tiles with one patch "
+                        "size (tiling.extract_patches with one window size)."
+                    )
     dataset = keras.utils.image_dataset_from_directory(
         root,
         label_mode="binary",

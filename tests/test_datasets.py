@@ -297,6 +297,13 @@ def test_from_class_folders_errors(tmp_path):
     (tmp_path / "train" / "negative").mkdir(parents=True)
     with pytest.raises(ValueError, match=r"1 class folder\(s\) \(negative\).*exactly two"):
         datasets.from_class_folders(tmp_path / "train", image_size=16)
+    from PIL import Image
+
+    (tmp_path / "train" / "positive").mkdir()
+    Image.new("RGB", (16, 16)).save(tmp_path / "train" / "negative" / "a.png")
+    Image.new("RGB", (24, 24)).save(tmp_path / "train" / "positive" / "b.png")
+    with pytest.raises(ValueError, match=r"mixes image sizes.*16 x 16.*24 x 24"):
+        datasets.from_class_folders(tmp_path / "train", image_size=16)
 
 
 # --------------------------------------------------------------------------------------------
