@@ -76,15 +76,7 @@ DEFAULT_COLORS: tuple[str, ...] = (
     "#17becf",
     "#999999",
 )
-_LANDCOVER_COLORS = {
-    "water": "#2b6cb0",
-    "trees": "#1f6f3a",
-    "grass_crops": "#8cc63f",
-    "bare_soil": "#c8a165",
-    "road": "#6b6b6b",
-    "building_formal": "#d9534f",
-    "building_informal": "#f0ad4e",
-}
+_LANDCOVER_COLORS = roi_tools.LANDCOVER_COLORS
 _WEB_MERCATOR = CRS.from_epsg(3857)
 
 

@@ -63,6 +63,7 @@ from tqdm.auto import tqdm
 
 from helpers import labels, raster
 from helpers.files import atomic_write_text
+from helpers.sample_data import LANDCOVER_CLASSES
 
 __all__ = [
     "DEFAULT_MIN_PIXELS",
@@ -97,14 +98,10 @@ DEFAULT_MIN_PIXELS = 50
 
 #: Class names and codes of the sample region's land cover (``landcover_<year>.tif``).
 LANDCOVER_ROI_CLASSES: dict[str, int] = {
-    "water": 1,
-    "trees": 2,
-    "grass_crops": 3,
-    "bare_soil": 4,
-    "road": 5,
-    "building_formal": 6,
-    "building_informal": 7,
+    name: code for code, (name, _) in LANDCOVER_CLASSES.items()
 }
+#: Their colours, as in the course's land-cover maps.
+LANDCOVER_COLORS: dict[str, str] = dict(LANDCOVER_CLASSES.values())
 
 _GEOMETRY_KINDS = {
     "Point": "point",
@@ -1105,15 +1102,7 @@ def _colormap(classes: Mapping[str, int], colors: Mapping[str, str] | None) -> d
     from matplotlib.colors import to_rgba
 
     palette = dict(colors or {})
-    defaults = {
-        "water": "#2b6cb0",
-        "trees": "#1f6f3a",
-        "grass_crops": "#8cc63f",
-        "bare_soil": "#c8a165",
-        "road": "#6b6b6b",
-        "building_formal": "#d9534f",
-        "building_informal": "#f0ad4e",
-    }
+    defaults = LANDCOVER_COLORS
     import matplotlib
 
     cycle = matplotlib.colormaps["tab10"]
