@@ -506,6 +506,13 @@ class RandomRotate90(layers.Layer):
         return {**super().get_config(), "seed": self.seed}
 
 
+def _check_strengths(**strengths: float) -> None:
+    """Augmentation strengths are fractions in [0, 1); 0 turns a transform off."""
+    for name, value in strengths.items():
+        if not 0 <= value < 1:
+            raise ValueError(f"{name}={value} must be in [0, 1); 0 turns it off.")
+
+
 def augmentation(
     *,
     flips: bool = True,
@@ -546,10 +553,8 @@ def augmentation(
         >>> [layer.name for layer in aug.layers]
         ['random_flip', 'random_rotate90', 'random_rotation']
     """
-    for name, value in [("rotation", rotation), ("zoom", zoom), ("translation", translation),
-                        ("brightness", brightness), ("contrast", contrast)]:  # fmt: skip
-        if not 0 <= value < 1:
-            raise ValueError(f"{name}={value} must be in [0, 1); 0 turns it off.")
+    _check_strengths(rotation=rotation, zoom=zoom, translation=translation,
+                     brightness=brightness, contrast=contrast)  # fmt: skip
     seeds = iter(range(seed, seed + 7))
     steps: list[layers.Layer] = []
     if flips:
@@ -865,10 +870,7 @@ class JointAugmentation(layers.Layer):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        for label, value in [("rotation", rotation), ("zoom", zoom),
-                             ("brightness", brightness), ("contrast", contrast)]:  # fmt: skip
-            if not 0 <= value < 1:
-                raise ValueError(f"{label}={value} must be in [0, 1); 0 turns it off.")
+        _check_strengths(rotation=rotation, zoom=zoom, brightness=brightness, contrast=contrast)
         self.flips, self.rotate90 = bool(flips), bool(rotate90)
         self.rotation, self.zoom = float(rotation), float(zoom)
         self.brightness, self.contrast = float(brightness), float(contrast)

@@ -327,6 +327,7 @@ class _RangeTestCallback(keras.callbacks.Callback):
         self.divergence = divergence
         self.beta = beta
         self.losses: list[float] = []
+        self.smoothed: list[float] = []
         self._mean = 0.0
         self._average = 0.0
         self._best = np.inf
@@ -343,7 +344,8 @@ class _RangeTestCallback(keras.callbacks.Callback):
         self.losses.append(loss)
         # Divergence is judged on the smoothed loss: single batches are too noisy for it.
         self._average = self.beta * self._average + (1 - self.beta) * loss
-        smoothed = self._average / (1 - self.beta ** (n + 1))
+        smoothed = self._average / (1 - self.beta ** (n + 1))  # bias-corrected
+        self.smoothed.append(smoothed)
         self._best = min(self._best, smoothed)
         if not np.isfinite(loss) or (n >= 10 and smoothed > self.divergence * self._best):
             self.model.stop_training = True
@@ -425,13 +427,12 @@ def lr_range_test(
             variable.assign(value)
         optimizer.learning_rate = saved_rate
     losses = np.asarray(callback.losses, dtype=float)
-    smoothed = np.empty_like(losses)
-    average, beta = 0.0, 0.9
-    for i, value in enumerate(losses):
-        average = beta * average + (1 - beta) * value
-        smoothed[i] = average / (1 - beta ** (i + 1))
     return pd.DataFrame(
-        {"learning_rate": rates[: len(losses)], "loss": losses, "smoothed_loss": smoothed}
+        {
+            "learning_rate": rates[: len(losses)],
+            "loss": losses,
+            "smoothed_loss": np.asarray(callback.smoothed, dtype=float),
+        }
     )
 
 
