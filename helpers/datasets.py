@@ -189,7 +189,11 @@ def load_shards(
 
 
 def _finish(
-    dataset: tf.data.Dataset, augment: keras.Layer | None, deterministic: bool
+    dataset: tf.data.Dataset,
+    augment: keras.Layer | None,
+    deterministic: bool,
+    *,
+    pairs: bool = False,
 ) -> tf.data.Dataset:
     """Map ``augment`` over batches (training mode) and prefetch.
 
@@ -202,6 +206,8 @@ def _finish(
     if augment is not None:
 
         def apply(x, y):
+            if pairs:  # a joint augmentation moves images and masks together
+                return augment(x, y, training=True)
             return augment(x, training=True), y
 
         if deterministic:
@@ -621,7 +627,13 @@ def class_weights(labels: Sequence[int] | np.ndarray) -> dict[int, float]:
 # Segmentation: image and mask shards -> (images, masks) pipelines, joint augmentation
 # --------------------------------------------------------------------------------------------
 
-__all__ += ["JointAugmentation", "from_shard_pairs", "joint_augmentation", "load_shard_pairs"]
+__all__ += [
+    "JointAugmentation",
+    "from_shard_pairs",
+    "joint_augmentation",
+    "load_shard_pairs",
+    "pairs_from_arrays",
+]
 
 # index.json "source" keys that must agree for image and mask windows to cover the same ground.
 _GRID_KEYS = ("crs", "transform", "width", "height")
@@ -807,24 +819,61 @@ def from_shard_pairs(
         )
     images, masks = load_shard_pairs(image_dir, mask_dir, split=split, bands=bands)
     images *= np.float32(scale)  # in place: a fresh array
+    return pairs_from_arrays(
+        images, masks, batch_size=batch_size, augment=augment,
+        shuffle=split == "train" if shuffle is None else shuffle, seed=seed, cache=cache,
+        deterministic=deterministic,
+    )  # fmt: skip
+
+
+def pairs_from_arrays(
+    images: np.ndarray,
+    masks: np.ndarray,
+    *,
+    batch_size: int = 16,
+    augment: keras.Layer | None = None,
+    shuffle: bool = False,
+    repeat: bool = False,
+    seed: int = 0,
+    cache: bool = True,
+    deterministic: bool = True,
+) -> tf.data.Dataset:
+    """A ``tf.data`` pipeline of ``(images, masks)`` batches from arrays already in memory.
+
+    Order: cache -> shuffle (every epoch) -> repeat -> batch -> ``augment`` (a
+    :func:`joint_augmentation`, called as ``augment(images, masks, training=True)``) ->
+    prefetch. Use it when the images are scaled for a model first (``models.scale_inputs``) or
+    when several shard folders are stacked (e.g. two dates).
+
+    Args:
+        images: ``(N, rows, cols, bands)`` float32, channels-last.
+        masks: ``(N, rows, cols, 1)`` class codes.
+        batch_size: Pairs per batch.
+        augment: Joint augmentation applied to each batch, or None.
+        shuffle: Shuffle the pairs (reshuffled every epoch).
+        repeat: Repeat forever (pass ``steps_per_epoch`` to ``fit``).
+        seed: Seed of the shuffle.
+        cache: Cache the pairs in the pipeline.
+        deterministic: See :func:`from_shards`.
+
+    Raises:
+        ValueError: If the arrays are empty or their counts differ, or ``batch_size`` < 1.
+    """
+    if len(images) == 0 or len(images) != len(masks):
+        raise ValueError(
+            f"images ({len(images)}) and masks ({len(masks)}) must be non-empty and pair up one "
+            "to one; an empty split means no patch of it was written."
+        )
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     dataset = tf.data.Dataset.from_tensor_slices((images, masks))
     if cache:
         dataset = dataset.cache()
-    if split == "train" if shuffle is None else shuffle:
+    if shuffle:
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(int(batch_size))
-    if augment is not None:
-
-        def augment_pair(x, y):
-            return augment(x, y, training=True)
-
-        if deterministic:  # one batch at a time, see _finish
-            dataset = dataset.map(augment_pair)
-        else:
-            dataset = dataset.map(
-                augment_pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False
-            )
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    if repeat:
+        dataset = dataset.repeat()
+    return _finish(dataset.batch(int(batch_size)), augment, deterministic, pairs=True)
 
 
 @keras.saving.register_keras_serializable(package="helpers")

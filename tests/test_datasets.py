@@ -554,3 +554,18 @@ def test_augmentation_value_range_keeps_caffe_scaled_values():
         datasets.augmentation(flips=False, rotate90=False, contrast=0.2)(x, training=True)
     )
     assert clipped.min() >= 0.0  # the default (0, 1) range would clip it: the reason for the option
+
+
+def test_pairs_from_arrays_batches_repeats_and_augments_pairs_together():
+    rng = np.random.default_rng(0)
+    images = rng.random((5, 8, 8, 4), dtype=np.float32)
+    masks = (images[..., 3:] > 0.5).astype("uint8")  # a mask derived from the image
+    plain = datasets.pairs_from_arrays(images, masks, batch_size=2)
+    assert [int(x.shape[0]) for x, _ in plain] == [2, 2, 1]
+    augment = datasets.joint_augmentation(seed=3)
+    stream = datasets.pairs_from_arrays(images, masks, batch_size=4, augment=augment,
+                                        shuffle=True, repeat=True, seed=1)  # fmt: skip
+    for x, y in stream.take(4):  # more batches than one pass holds: it repeats
+        np.testing.assert_array_equal((x.numpy()[..., 3:] > 0.5).astype("uint8"), y.numpy())
+    with pytest.raises(ValueError, match="pair up"):
+        datasets.pairs_from_arrays(images, masks[:3])
