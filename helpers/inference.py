@@ -4,8 +4,9 @@ Two sweeps, both streaming (memory stays bounded whatever the scene size):
 
 * :func:`predict` -- a **segmentation** model (``(n, rows, cols, bands) -> (n, rows, cols, k)``)
   is run on overlapping patches; the patch predictions are blended with a smooth window and
-  written, a band of rows at a time, to a tiled, DEFLATE-compressed GeoTIFF on the scene's grid:
-  probabilities (float32, NaN nodata), classes (uint8, 255 nodata) or both.
+  written, one column chunk at a time and a band of rows at a time within it, to a tiled,
+  DEFLATE-compressed GeoTIFF on the scene's grid: probabilities (float32, NaN nodata), classes
+  (uint8, 255 nodata) or both. Memory depends on the chunk and patch sizes, not the scene's.
 * :func:`predict_tile_grid` -- a **tile classifier** (``(n, t, t, bands) -> (n, 1)`` or
   ``(n, k)``) is swept over the scene; the result is a coarse probability grid whose cells are
   ``stride x stride`` scene pixels, each holding the mean probability of the tiles covering it,
@@ -37,6 +38,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import tempfile
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -83,6 +85,11 @@ SMOOTH_FLOOR = 1e-3
 PREFETCH_BATCHES = 2
 #: Bands of output rows queued for the writer thread (each ``patch + 256`` rows at most).
 WRITES_IN_FLIGHT = 2
+#: Default output columns predicted at a time (:func:`predict`'s ``chunk_size``): with the
+#: patch size it bounds every buffer, whatever the scene's width and height. A multiple of the
+#: output block (and of the usual 256- or 512-pixel input blocks), so reads and writes stay
+#: aligned to whole blocks.
+CHUNK_SIZE = 2048
 #: GDAL block cache while predicting: what is read or written once needs no big cache.
 _CACHE_BYTES = 64 * 2**20
 
@@ -166,12 +173,23 @@ def _nodata_pixels(array: np.ndarray, nodata: float | None) -> np.ndarray:
 
 
 def _to_model_inputs(patches: Sequence[np.ndarray], card: Mapping[str, Any] | None) -> np.ndarray:
-    """Channels-first patches -> one float32 channels-last batch, scaled as the card says."""
+    """Channels-first patches -> one float32 channels-last batch, scaled as the card says.
+
+    Patch by patch, band by band: a band copies (and casts) in one contiguous pass, where
+    moving the band axis last in one go strides through memory, and the scaling's
+    temporaries stay the size of one patch (in cache) rather than of the batch. The scaling
+    is per value, so the result is the same as scaling the whole batch at once.
+    """
     bands, rows, cols = patches[0].shape
     x = np.empty((len(patches), rows, cols, bands), dtype=np.float32)
+    raw = np.empty((rows, cols, bands), dtype=np.float32)  # one patch, before scaling
     for i, patch in enumerate(patches):
-        x[i] = raster.to_channels_last(patch)  # cast while copying: one pass, no temporaries
-    return scale_inputs(x, card) if card is not None else x
+        target = x[i] if card is None else raw
+        for band in range(bands):
+            target[:, :, band] = patch[band]  # cast while copying
+        if card is not None:
+            x[i] = scale_inputs(raw, card)
+    return x
 
 
 def _class_names(card: Mapping[str, Any] | None, k: int) -> list[str] | None:
@@ -325,26 +343,28 @@ def _patch_windows(height: int, width: int, patch: int, stride: int) -> list[Win
 
 
 class _RowAccumulator:
-    """Weighted sums for a band of output rows; finished rows are handed to ``flush``.
+    """Weighted sums for a band of output rows of one column chunk; finished rows go to ``flush``.
 
-    Holds ``patch + OUTPUT_BLOCK`` rows of ``(k + 1)`` float32 values per column (sums and
-    weights) plus a nodata mask, whatever the scene's height.
+    Holds ``patch + OUTPUT_BLOCK`` rows of ``(k + 1)`` float32 values (sums and weights) plus a
+    nodata mask for each column of the chunk ``[col0, col1)``, whatever the scene's size.
     """
 
-    def __init__(self, k: int, patch: int, height: int, width: int, flush: Callable) -> None:
+    def __init__(self, k: int, patch: int, height: int, col0: int, col1: int,
+                 flush: Callable) -> None:  # fmt: skip
         rows = min(height, patch + OUTPUT_BLOCK)
-        self.sums = np.zeros((k, rows, width), dtype=np.float32)
-        self.weights = np.zeros((rows, width), dtype=np.float32)
-        self.nodata = np.zeros((rows, width), dtype=bool)
-        self.start, self.height, self.flush_rows = 0, height, flush
+        self.sums = np.zeros((k, rows, col1 - col0), dtype=np.float32)
+        self.weights = np.zeros((rows, col1 - col0), dtype=np.float32)
+        self.nodata = np.zeros((rows, col1 - col0), dtype=bool)
+        self.start, self.col0, self.height, self.flush_rows = 0, col0, height, flush
 
     def add(self, r0: int, c0: int, pred: np.ndarray, weight: np.ndarray, nodata: np.ndarray):
         """Add ``pred`` ``(k, h, w)`` weighted by ``weight`` ``(h, w)`` at scene row/col."""
         h, w = weight.shape
         rows = slice(r0 - self.start, r0 - self.start + h)
-        self.sums[:, rows, c0 : c0 + w] += pred * weight
-        self.weights[rows, c0 : c0 + w] += weight
-        self.nodata[rows, c0 : c0 + w] = nodata
+        cols = slice(c0 - self.col0, c0 - self.col0 + w)
+        self.sums[:, rows, cols] += pred * weight
+        self.weights[rows, cols] += weight
+        self.nodata[rows, cols] = nodata
 
     def advance(self, next_row: int) -> None:
         """No later patch starts above ``next_row``: flush finished rows in whole blocks."""
@@ -357,15 +377,135 @@ class _RowAccumulator:
             self._flush(self.height - self.start)
 
     def _flush(self, n: int) -> None:
-        self.flush_rows(self.start, self.sums[:, :n], self.weights[:n], self.nodata[:n])
-        keep = self.sums.shape[1] - n
-        self.sums[:, :keep] = self.sums[:, n:].copy()
-        self.weights[:keep] = self.weights[n:].copy()
-        self.nodata[:keep] = self.nodata[n:].copy()
-        self.sums[:, keep:] = 0
-        self.weights[keep:] = 0
-        self.nodata[keep:] = False
+        # The flushed rows go to the writer as they are (no copy): the rows still being summed
+        # move to fresh buffers, which the writer never sees.
+        sums, weights, nodata = self.sums, self.weights, self.nodata
+        self.sums, self.weights = np.zeros_like(sums), np.zeros_like(weights)
+        self.nodata = np.zeros_like(nodata)
+        keep = sums.shape[1] - n
+        self.sums[:, :keep] = sums[:, n:]
+        self.weights[:keep] = weights[n:]
+        self.nodata[:keep] = nodata[n:]
+        self.flush_rows(self.start, self.col0, sums[:, :n], weights[:n], nodata[:n])
         self.start += n
+
+
+class _Carry:
+    """The parts of patch predictions that reach past a column chunk, kept for the next chunk.
+
+    A first-in, first-out queue in an unnamed temporary file (gone when closed): one chunk
+    puts the right-hand parts of its patches in the (row-major) order it adds them, the next
+    chunk takes them back in the same order, so memory holds one entry at a time however tall
+    the scene is.
+    """
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile(prefix="inference-carry-")
+        self._entries: deque[tuple[Window, tuple[int, ...]]] = deque()
+        self._reading = False
+
+    def put(self, window: Window, pred: np.ndarray, nodata: np.ndarray) -> None:
+        """Queue ``pred`` ``(k, h, w)`` and its nodata mask ``(h, w)`` for ``window``."""
+        pred = np.ascontiguousarray(pred, dtype=np.float32)
+        self._file.write(pred.data)
+        self._file.write(np.ascontiguousarray(nodata, dtype=bool).data)
+        self._entries.append((window, pred.shape))
+
+    def next_row(self) -> int | None:
+        """``row_off`` of the next entry, None when all are taken."""
+        return self._entries[0][0].row_off if self._entries else None
+
+    def take(self) -> tuple[Window, np.ndarray, np.ndarray]:
+        """The oldest entry: ``(window, pred, nodata)`` as put (read-only arrays)."""
+        if not self._reading:
+            self._file.seek(0)
+            self._reading = True
+        window, shape = self._entries.popleft()
+        count = math.prod(shape)
+        pred = np.frombuffer(self._file.read(4 * count), np.float32).reshape(shape)
+        nodata = np.frombuffer(self._file.read(count // shape[0]), bool).reshape(shape[1:])
+        return window, pred, nodata
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _ChunkBlender:
+    """Blend patch predictions into the scene, one column chunk at a time.
+
+    Patches come chunk by chunk (the chunk of their first column), row-major within a chunk.
+    Each adds its columns inside its chunk to that chunk's :class:`_RowAccumulator`; its
+    columns past the chunk's right edge are carried (:class:`_Carry`) to the next chunk, where
+    they are added at the same row-major place among that chunk's own patches. So every pixel
+    sums the same terms in the same order as with one chunk spanning the scene: the result is
+    identical, bit for bit, whatever the chunk size.
+    """
+
+    def __init__(self, k: int, patch: int, height: int, width: int, chunk: int,
+                 weight_for: Callable[[Window], np.ndarray], flush: Callable) -> None:  # fmt: skip
+        self.k, self.patch, self.height, self.flush = k, patch, height, flush
+        self.chunk, self.weight_for = chunk, weight_for
+        self.bounds = [(c, min(c + chunk, width)) for c in range(0, width, chunk)]
+        self.index = -1
+        self.accumulator: _RowAccumulator | None = None
+        self.carry_in: _Carry | None = None
+        self.carry_out: _Carry | None = None
+
+    def add(self, window: Window, pred: np.ndarray, nodata: np.ndarray) -> None:
+        """Add the prediction ``pred`` ``(k, h, w)`` of ``window`` (clipped to the scene)."""
+        while self.index < window.col_off // self.chunk:
+            self._next_chunk()
+        self._add_carried(window.row_off)
+        self._add(window, window.col_off, pred, nodata)
+
+    def finish(self) -> None:
+        """Add what is still carried and flush every remaining chunk."""
+        while self.index < len(self.bounds):
+            self._next_chunk()
+
+    def close(self) -> None:
+        for carry in (self.carry_in, self.carry_out):
+            if carry is not None:
+                carry.close()
+        self.carry_in = self.carry_out = None
+
+    def _add(self, window: Window, col: int, pred: np.ndarray, nodata: np.ndarray) -> None:
+        """Add ``pred`` covering scene columns ``col`` onwards; carry what passes the chunk."""
+        assert self.accumulator is not None
+        self.accumulator.advance(window.row_off)
+        h, w = nodata.shape
+        n = min(w, self.bounds[self.index][1] - col)
+        skip = col - window.col_off  # columns of the patch left of ``col``
+        weight = self.weight_for(window)[:h, skip : skip + n]
+        self.accumulator.add(window.row_off, col, pred[:, :, :n], weight, nodata[:, :n])
+        if n < w:
+            if self.carry_out is None:
+                self.carry_out = _Carry()
+            self.carry_out.put(window, pred[:, :, n:], nodata[:, n:])
+
+    def _add_carried(self, up_to_row: int | None) -> None:
+        """Add carried patches starting at or above ``up_to_row`` (None: all of them)."""
+        carry = self.carry_in
+        if carry is None:
+            return
+        col = self.bounds[self.index][0]
+        while (row := carry.next_row()) is not None and (up_to_row is None or row <= up_to_row):
+            window, pred, nodata = carry.take()
+            self._add(window, col, pred, nodata)
+
+    def _next_chunk(self) -> None:
+        if self.accumulator is not None:
+            self._add_carried(None)
+            self.accumulator.finish()
+            self.accumulator = None
+        if self.carry_in is not None:
+            self.carry_in.close()
+        self.carry_in, self.carry_out = self.carry_out, None
+        self.index += 1
+        if self.index < len(self.bounds):
+            col0, col1 = self.bounds[self.index]
+            self.accumulator = _RowAccumulator(self.k, self.patch, self.height, col0, col1,
+                                               self.flush)  # fmt: skip
 
 
 def _predict_batch(model: Model, x: np.ndarray, tta: bool) -> np.ndarray:
@@ -411,16 +551,21 @@ def predict(
     threshold: float | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    chunk_size: int | None = None,
 ) -> Path | tuple[Path, Path]:
     """Predict a whole scene with a per-pixel (segmentation) model, blending overlapping patches.
 
-    The scene is read in strips of patch rows (:func:`helpers.tiling.iter_patches`), patches are
-    scaled as the card says and predicted in batches, each prediction is added into a band of
-    output rows with its blending weight, and rows no later patch touches are divided by their
-    total weight and written. Reading and scaling run a thread ahead of the model and writing
-    a thread behind it (GDAL, NumPy and Keras release the GIL), so on a GPU they mostly hide
-    behind the model. Memory is a few bands of ``patch_size + 256`` rows of the scene's width:
-    it grows with the width, never with the height.
+    The scene is predicted in column chunks of ``chunk_size`` pixels, left to right, each
+    from top to bottom: the chunk is read in strips of patch rows
+    (:func:`helpers.tiling.iter_patches`), patches are scaled as the card says and predicted in
+    batches, each prediction is added into a band of output rows with its blending weight, and
+    rows no later patch touches are divided by their total weight and written. The part of a
+    patch that reaches into the next chunk is kept (in a temporary file) and added there, at the
+    same place in the order, so the output does not depend on the chunk size, bit for bit.
+    Reading and scaling run a thread ahead of the model and writing a thread behind it (GDAL,
+    NumPy and Keras release the GIL), so on a GPU they mostly hide behind the model. Memory is a
+    few bands of ``patch_size + 256`` rows of one chunk: it depends on neither the scene's width
+    nor its height.
 
     Scenes smaller than ``patch_size`` (along either axis) are mirror-padded (symmetric) up to
     the patch size, predicted, and cropped back: a model built for fixed-size inputs still runs,
@@ -459,6 +604,10 @@ def predict(
             ``decision_threshold``, else 0.5.
         overwrite: Replace existing outputs; otherwise an existing output is an error.
         progress: Show a tqdm progress bar over patches.
+        chunk_size: Output columns predicted at a time; default :data:`CHUNK_SIZE` (2048). It
+            bounds memory and changes no output value. Rounded up to a multiple of 256 when
+            the output is tiled (scenes of at least 256 x 256 pixels), so that chunks write
+            whole output tiles.
 
     Returns:
         The path written, or ``(probabilities_path, classes_path)`` for ``output="both"``.
@@ -506,6 +655,12 @@ def predict(
         )
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    chunk = CHUNK_SIZE if chunk_size is None else int(chunk_size)
+    if chunk < 1:
+        raise ValueError(
+            f"chunk_size must be a positive number of columns, got {chunk_size}; leave it None "
+            f"for the default ({CHUNK_SIZE})."
+        )
     threshold_given = threshold is not None
     if threshold is None:
         threshold = card.get("decision_threshold", 0.5) if card is not None else 0.5
@@ -521,6 +676,11 @@ def predict(
         _warn_no_crs(scene)
 
     windows = _patch_windows(height, width, patch, stride)
+    if height >= OUTPUT_BLOCK and width >= OUTPUT_BLOCK:  # a tiled output: write whole tiles
+        chunk = -(-chunk // OUTPUT_BLOCK) * OUTPUT_BLOCK
+    own: dict[int, list[Window]] = {}  # each chunk's patches: those starting in it
+    for window in windows:
+        own.setdefault(window.col_off // chunk, []).append(window)
     last_row = max(w.row_off for w in windows)
     last_col = max(w.col_off for w in windows)
     weight_cache: dict[tuple[bool, bool, bool, bool], np.ndarray] = {}
@@ -539,7 +699,7 @@ def predict(
         tmp_paths = [stack.enter_context(atomic_path(p)) for p in paths]
         state: dict[str, Any] = {}  # class values, set when the outputs are opened
 
-        def open_outputs(k: int) -> _RowAccumulator:
+        def open_outputs(k: int) -> _ChunkBlender:
             if threshold_given and k > 1 and output != "probabilities":
                 raise ValueError(
                     f"threshold={threshold} was given, but the model has {k} output channels: "
@@ -575,11 +735,11 @@ def predict(
             pending: deque = deque()
             state["pending"] = pending
 
-            def write_rows(row0: int, sums, weights, nodata_rows) -> None:
+            def write_rows(row0: int, col0: int, sums, weights, nodata_rows) -> None:
                 invalid = nodata_rows | (weights <= 0)
                 with np.errstate(invalid="ignore", divide="ignore"):
                     probs = np.divide(sums, weights, out=sums)
-                window = Window(0, row0, width, weights.shape[0])
+                window = Window(col0, row0, weights.shape[1], weights.shape[0])
                 if "class" in files:
                     if probs.shape[0] == 1:
                         classes = (probs[0] >= np.float32(threshold)).astype(np.uint8)
@@ -591,23 +751,30 @@ def predict(
                     probs[:, invalid] = np.nan
                     files["prob"].write(probs, window=window)
 
-            def flush(row0: int, sums, weights, nodata_rows) -> None:
+            def flush(row0: int, col0: int, sums, weights, nodata_rows) -> None:
                 while pending and (pending[0].done() or len(pending) >= WRITES_IN_FLIGHT):
                     pending.popleft().result()  # raises a failed write here
-                # Copies: the accumulator reuses its buffers for the next rows.
-                pending.append(writer.submit(write_rows, row0, sums.copy(), weights.copy(),
-                                             nodata_rows.copy()))  # fmt: skip
+                # No copies: the accumulator hands over these rows and sums on in new buffers.
+                pending.append(writer.submit(write_rows, row0, col0, sums, weights, nodata_rows))
 
-            return _RowAccumulator(k, patch, height, width, flush)
+            blender = _ChunkBlender(k, patch, height, width, chunk, weight_for, flush)
+            stack.callback(blender.close)  # the carried predictions' temporary files
+            return blender
 
         bar = stack.enter_context(
             tqdm(total=len(windows), desc="predict", unit="patch", disable=not progress)
         )
 
+        def chunk_patches() -> Iterator[tuple[Window, np.ndarray]]:
+            """``(window, array)`` chunk by chunk, each read in strips of the chunk's width."""
+            for index in sorted(own):
+                with closing(tiling.iter_patches(scene, own[index], bands=indexes)) as patches:
+                    yield from patches
+
         def prepared() -> Iterator[tuple[list[Window], np.ndarray, list[np.ndarray]]]:
             """Batches of (windows, scaled model inputs, nodata masks of the inside parts)."""
-            patches = tiling.iter_patches(scene, windows, bands=indexes)
-            for batch in _batches(patches, batch_size):
+            # Batches run on across chunks: the model sees the same number of batches.
+            for batch in _batches(chunk_patches(), batch_size):
                 arrays, masks = [], []
                 for window, array in batch:
                     h = min(patch, height - window.row_off)
@@ -620,26 +787,23 @@ def predict(
                     arrays.append(region)
                 yield [w for w, _ in batch], _to_model_inputs(arrays, card), masks
 
-        accumulator: _RowAccumulator | None = None
+        blender: _ChunkBlender | None = None
         batches = stack.enter_context(closing(_prefetched(prepared(), PREFETCH_BATCHES)))
         for batch, x, masks in batches:
             y = _predict_batch(model, x, tta)
-            if accumulator is None:
-                accumulator = open_outputs(y.shape[-1])
-            elif y.shape[-1] != accumulator.sums.shape[0]:
+            if blender is None:
+                blender = open_outputs(y.shape[-1])
+            elif y.shape[-1] != blender.k:
                 raise ValueError(
-                    f"The model returned {y.shape[-1]} channels after "
-                    f"{accumulator.sums.shape[0]} in an earlier batch; it must be consistent."
+                    f"The model returned {y.shape[-1]} channels after {blender.k} in an "
+                    "earlier batch; it must be consistent."
                 )
             for window, pred, mask in zip(batch, y, masks, strict=True):
-                accumulator.advance(window.row_off)
                 h, w = mask.shape
-                weight = weight_for(window)[:h, :w]
-                chw = np.moveaxis(pred[:h, :w], -1, 0)
-                accumulator.add(window.row_off, window.col_off, chw, weight, mask)
+                blender.add(window, np.moveaxis(pred[:h, :w], -1, 0), mask)
             bar.update(len(batch))
-        assert accumulator is not None  # tile_windows always returns at least one window
-        accumulator.finish()
+        assert blender is not None  # tile_windows always returns at least one window
+        blender.finish()
         for future in state["pending"]:
             future.result()  # every band of rows written before the files close
     log.info("predicted %s -> %s", scene, ", ".join(map(str, paths)))

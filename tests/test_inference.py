@@ -13,7 +13,7 @@ from conftest import SCENE_BANDS, UTM_CRS, synthetic_reflectance, write_geotiff
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import inference
+from helpers import inference, tiling
 from helpers.raster import RasterError
 
 CARD = {
@@ -107,6 +107,90 @@ def test_tall_scene_is_written_in_bands_of_rows(tmp_path, monkeypatch):
         assert ds.block_shapes[0] == (256, 256)
         assert ds.compression.name.lower() == "deflate"
         assert ds.dtypes[0] == "float32" and math.isnan(ds.nodata)
+
+
+# --------------------------------------------------------------------------------------------
+# Column chunks: memory bounded by the chunk, output independent of it
+# --------------------------------------------------------------------------------------------
+
+
+def position_dependent(x: np.ndarray) -> np.ndarray:
+    """Not shift-invariant: each output depends on where the pixel sits in its patch, so a
+    patch added at the wrong place, twice, or not at all changes the blend."""
+    rows = np.linspace(0.5, 1.5, x.shape[1], dtype=np.float32)[:, None, None]
+    cols = np.linspace(1.25, 0.75, x.shape[2], dtype=np.float32)[None, :, None]
+    return np.concatenate([x * rows * cols, np.sin(7 * x[..., :1])], axis=-1)
+
+
+def scene_with_nodata(tmp_path: Path, height: int, width: int, seed: int = 0) -> Path:
+    data = np.random.default_rng(seed).random((2, height, width)).astype("float32")
+    data[:, : height // 3, : width // 4] = -1.0  # a nodata corner
+    return write_geotiff(tmp_path / f"nodata_{height}x{width}.tif", data, nodata=-1.0,
+                         blocksize=16 if min(height, width) >= 16 else None)  # fmt: skip
+
+
+def assert_identical_files(a: Path, b: Path) -> None:
+    """Same pixels bit for bit (NaN nodata included), same grid, tags and descriptions."""
+    with rasterio.open(a) as first, rasterio.open(b) as second:
+        x, y = first.read(), second.read()
+        assert x.dtype == y.dtype and x.shape == y.shape
+        np.testing.assert_array_equal(x.view(np.uint8), y.view(np.uint8))
+        assert first.transform == second.transform and first.crs == second.crs
+        assert first.block_shapes == second.block_shapes
+        assert first.tags() == second.tags() and first.descriptions == second.descriptions
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[FUNCTION_SCOPED])
+@given(layouts(), st.integers(1, 24), st.booleans())
+def test_chunked_prediction_is_identical_to_one_chunk(tmp_path, layout, chunk, tta):
+    # Patches crossing a chunk border must add to both sides exactly as in one pass over the
+    # scene: same terms, same order, so the same float32 sums, for any chunk size.
+    height, width, patch, stride, blend = layout
+    scene = scene_with_nodata(tmp_path, height, width)
+    kwargs = {"bands": [1, 2], "patch_size": patch, "stride": stride, "blend": blend,
+              "tta": tta, "batch_size": 4, "output": "both", "overwrite": True,
+              "progress": False}  # fmt: skip
+    whole = inference.predict(position_dependent, scene, tmp_path / "whole.tif",
+                              chunk_size=width, **kwargs)  # fmt: skip
+    chunked = inference.predict(position_dependent, scene, tmp_path / "chunked.tif",
+                                chunk_size=chunk, **kwargs)  # fmt: skip
+    for a, b in zip(whole, chunked, strict=True):
+        assert_identical_files(a, b)
+
+
+def test_wide_scene_is_predicted_in_column_chunks_of_whole_tiles(tmp_path, monkeypatch):
+    # 600 x 700 px: a tiled output, so chunk_size=300 is rounded up to 512 (two output tiles)
+    # and the scene splits into chunks of 512 and 188 columns.
+    scene = scene_with_nodata(tmp_path, 600, 700)
+    buffers, reads = [], []
+
+    class Recording(inference._RowAccumulator):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            buffers.append((self.col0, self.sums.shape))
+
+    read_strip = tiling._read_strip
+
+    def recording_read(dataset, indexes, window):
+        reads.append(window)
+        return read_strip(dataset, indexes, window)
+
+    kwargs = {"bands": [1, 2], "patch_size": 48, "stride": 30, "batch_size": 5,
+              "output": "both", "progress": False}  # fmt: skip
+    whole = inference.predict(position_dependent, scene, tmp_path / "whole.tif",
+                              chunk_size=700, **kwargs)  # fmt: skip
+    monkeypatch.setattr(inference, "_RowAccumulator", Recording)
+    monkeypatch.setattr(tiling, "_read_strip", recording_read)
+    chunked = inference.predict(position_dependent, scene, tmp_path / "chunked.tif",
+                                chunk_size=300, **kwargs)  # fmt: skip
+    assert buffers == [(0, (3, 48 + 256, 512)), (512, (3, 48 + 256, 188))]
+    # Each chunk reads its own columns plus at most one patch reaching into the next chunk.
+    assert reads and max(w.width for w in reads) <= 512 + 48
+    assert {w.col_off for w in reads} == {0, 540}  # the first patch starting in each chunk
+    for a, b in zip(whole, chunked, strict=True):
+        assert_identical_files(a, b)
+    with rasterio.open(chunked[0]) as ds:
+        assert ds.block_shapes[0] == (256, 256)
 
 
 def test_smooth_blending_hides_patch_edge_errors_better_than_averaging(tmp_path):
@@ -361,6 +445,7 @@ def test_scene_without_crs_is_predicted_with_a_warning(tmp_path):
         ({"threshold": 1.5}, "threshold"),
         ({"bands": None}, "bands is required"),
         ({"patch_size": None}, "patch_size is required"),
+        ({"chunk_size": 0}, "chunk_size must be a positive"),
     ],
 )
 def test_bad_arguments(tmp_path, kwargs, message):
