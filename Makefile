@@ -9,10 +9,11 @@ DATA_DIR ?= data/generated/sample
 SCENE_SIZE ?= 2048
 SEED ?= 42
 OUTPUTS ?= outputs
+REGION ?=
 export VENV TF
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help env data course test lint lab bench clean
+.PHONY: help env data course region test lint lab bench clean
 
 help:  ## list the commands
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -25,8 +26,11 @@ env: $(VENV)/.installed  ## create .venv if missing and install the course into 
 data: env  ## generate the offline sample region into data/generated/sample
 	@$(PY) -m helpers.sample_data --out $(DATA_DIR) --size $(SCENE_SIZE) --seed $(SEED)
 
-course: data  ## execute every notebook headless with its defaults, copies + HTML under outputs/
-	@$(PY) tools/run_notebooks.py --out $(OUTPUTS)
+course: data  ## execute every notebook headless with its defaults (REGION=regions/x.yaml: your region)
+	@$(if $(REGION),$(PY) -m helpers.regions $(REGION) &&) $(PY) tools/run_notebooks.py --out $(OUTPUTS) $(if $(REGION),-p REGION=$(abspath $(REGION)))
+
+region: env  ## check a region config: make region REGION=regions/my_region.yaml
+	@$(PY) -m helpers.regions $(or $(REGION),regions/sample.yaml)
 
 lint: env  ## ruff on helpers, tests, tools, benchmarks and notebooks
 	@$(PY) -m ruff check .

@@ -23,6 +23,7 @@ import platform
 import shutil
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -36,7 +37,10 @@ logger = logging.getLogger(__name__)
 #: Name of the course's distribution in pyproject.toml.
 DISTRIBUTION = "satellite-dl-course"
 
-#: Used when the course package is not installed; keep in step with pyproject.toml.
+#: The project file of a cloned course (on Colab the course is cloned, not installed).
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+
+#: Used when the course is neither installed nor cloned; keep in step with pyproject.toml.
 FALLBACK_REQUIREMENTS: dict[str, str] = {
     "python": ">=3.10,<3.13",
     "numpy": ">=1.26,<3",
@@ -57,6 +61,10 @@ _PACKAGES: dict[str, tuple[str, ...]] = {
     "pyproj": ("pyproj",),
     "scikit-image": ("scikit-image",),
     "matplotlib": ("matplotlib",),
+    "geopandas": ("geopandas",),
+    "scikit-learn": ("scikit-learn",),
+    "pyyaml": ("pyyaml", "PyYAML"),
+    "ipyleaflet": ("ipyleaflet",),
     "keras": ("keras",),
 }
 _TENSORFLOW_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tf-nightly")
@@ -186,8 +194,10 @@ def _requirements() -> dict[str, str]:
         declared = importlib.metadata.requires(DISTRIBUTION) or []
         python = importlib.metadata.metadata(DISTRIBUTION).get("Requires-Python")
     except importlib.metadata.PackageNotFoundError:
-        logger.info("%s is not installed; using the fallback version table.", DISTRIBUTION)
-        return dict(FALLBACK_REQUIREMENTS)
+        declared, python = _pyproject_requirements(PYPROJECT)
+        if declared is None:
+            logger.info("%s is not installed; using the fallback version table.", DISTRIBUTION)
+            return dict(FALLBACK_REQUIREMENTS)
     found: dict[str, str] = {}
     if python:
         found["python"] = _readable(SpecifierSet(str(python)))
@@ -209,6 +219,27 @@ def _requirements() -> dict[str, str]:
     for name, spec in FALLBACK_REQUIREMENTS.items():
         found.setdefault(name, spec)
     return found
+
+
+def _pyproject_requirements(path: Path) -> tuple[list[str] | None, str | None]:
+    """Core dependencies and Requires-Python of a cloned course's pyproject.toml, if any."""
+    if not path.is_file():
+        return None, None
+    try:
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # Python 3.10
+            import tomli as tomllib
+        project = tomllib.loads(path.read_text(encoding="utf-8"))["project"]
+    except (ImportError, KeyError, ValueError):
+        return None, None
+    extras = project.get("optional-dependencies", {})
+    declared = list(project.get("dependencies", [])) + [
+        f"{line} ; extra == '{name}'" if ";" not in line else f"{line} and extra == '{name}'"
+        for name in ("cpu", "gpu")
+        for line in extras.get(name, [])
+    ]
+    return declared, project.get("requires-python")
 
 
 def _readable(specifier: SpecifierSet) -> str:

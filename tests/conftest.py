@@ -204,3 +204,106 @@ def local_http_server(tmp_path_factory):
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ---------------------------------------------------------------------------- a "foreign" region
+
+FOREIGN_EPSG = 32633  # UTM zone 33N: another hemisphere and zone than the sample region's 37S
+FOREIGN_ORIGIN = (452000.0, 5412000.0)  # top-left corner, metres
+FOREIGN_PIXEL = 2.0  # metres
+
+
+def make_foreign_region(folder: Path, *, size: int = 512, seed: int = 5) -> Path:
+    """A region unlike the sample one, as a user might bring it, and its config file.
+
+    One uint16 band without a band description or nodata value (a panchromatic-like band built
+    from the red band of a generated region), in UTM zone 33N at 2 m; labels as a Shapefile in
+    EPSG:4326 whose ``landuse`` attribute holds ``"camp"`` for the target class and ``"farm"``
+    for other polygons, which must be left out; a target class called "refugee camp".
+
+    Returns:
+        The path of the region config (``folder / "region.yaml"``).
+    """
+    import geopandas as gpd
+    import shapely
+    import yaml
+
+    from helpers.sample_data import ensure_sample_region
+
+    folder.mkdir(parents=True, exist_ok=True)
+    source = ensure_sample_region(folder / "source", size=size, seed=seed, progress=False)
+    date = source.dates[0]
+    with rasterio.open(source.scenes[date]) as src:
+        band = src.read(3)  # red
+        old = src.transform
+    band = np.where(band == 0, 1, band).astype("uint16")  # no nodata in this file
+    new = from_origin(*FOREIGN_ORIGIN, FOREIGN_PIXEL, FOREIGN_PIXEL)
+    profile = {
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": 1,
+        "dtype": "uint16",
+        "crs": f"EPSG:{FOREIGN_EPSG}",
+        "transform": new,
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+    }
+    scene = folder / "imagery" / "pan_2022.tif"
+    scene.parent.mkdir(exist_ok=True)
+    with rasterio.open(scene, "w", **profile) as dst:
+        dst.write(band, 1)
+
+    # Move the sample's polygons from its grid to the new one, pixel for pixel.
+    to_new = new * ~old
+    camps = gpd.read_file(source.settlements[date]).to_crs(src.crs)
+    matrix = [to_new.a, to_new.b, to_new.d, to_new.e, to_new.xoff, to_new.yoff]
+    moved = [shapely.affinity.affine_transform(g, matrix) for g in camps.geometry]
+    rng = np.random.default_rng(seed)
+    farms = [
+        shapely.box(x, y, x + 40, y - 40)
+        for x, y in zip(
+            FOREIGN_ORIGIN[0] + rng.uniform(0, size * FOREIGN_PIXEL - 40, 6),
+            FOREIGN_ORIGIN[1] - rng.uniform(40, size * FOREIGN_PIXEL, 6),
+            strict=True,
+        )
+    ]
+    gdf = gpd.GeoDataFrame(
+        {"landuse": ["camp"] * len(moved) + ["farm"] * len(farms)},
+        geometry=moved + farms,
+        crs=f"EPSG:{FOREIGN_EPSG}",
+    ).to_crs("EPSG:4326")
+    labels = folder / "labels" / "landuse.shp"
+    labels.parent.mkdir(exist_ok=True)
+    gdf.to_file(labels)
+
+    config = {
+        "name": "foreign",
+        "description": "One band, UTM 33N, Shapefile labels in EPSG:4326",
+        "imagery": {"scenes": {"2022-03-01": "imagery/pan_2022.tif"}, "bands": ["pan"]},
+        "labels": {
+            "file": "labels/landuse.shp",
+            "class_property": "landuse",
+            "target": "refugee camp",
+            "values": ["camp"],
+        },
+        "tiling": {
+            "patch_size": 64,
+            "stride": 32,
+            "tile_size": 32,
+            "tile_stride": 16,
+            "block_size": 128,
+        },
+        "outputs": {"root": "outputs"},
+    }
+    path = folder / "region.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def foreign_region(tmp_path_factory) -> Path:
+    """The config path of :func:`make_foreign_region`, built once per test session."""
+    return make_foreign_region(tmp_path_factory.mktemp("foreign"))

@@ -137,9 +137,28 @@ def test_requirements_come_from_the_installed_distribution():
     assert requirements["numpy"].startswith(">=")  # lower bound first, as people write it
 
 
-def test_requirements_fall_back_when_not_installed(monkeypatch):
+def test_requirements_fall_back_when_not_installed(monkeypatch, tmp_path):
     monkeypatch.setattr(env, "DISTRIBUTION", "no-such-distribution-here")
+    monkeypatch.setattr(env, "PYPROJECT", tmp_path / "no_pyproject.toml")
     assert env._requirements() == env.FALLBACK_REQUIREMENTS
+
+
+def test_a_cloned_course_takes_its_requirements_from_pyproject(monkeypatch, tmp_path):
+    """On Colab the course is cloned, not installed: pyproject.toml still gives the ranges."""
+    monkeypatch.setattr(env, "DISTRIBUTION", "no-such-distribution-here")
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(
+        '[project]\nname = "x"\nrequires-python = ">=3.10"\n'
+        'dependencies = ["pyyaml>=6", "numpy>=9.9"]\n'
+        '[project.optional-dependencies]\ncpu = ["tensorflow-cpu>=2.16,<2.22"]\n'
+    )
+    monkeypatch.setattr(env, "PYPROJECT", pyproject)
+    requirements = env._requirements()
+    assert requirements["pyyaml"] == ">=6" and requirements["numpy"] == ">=9.9"
+    assert requirements["tensorflow"] == ">=2.16,<2.22"
+    assert requirements["python"] == ">=3.10"
+    report = env.check_environment()
+    assert not report.ok and any("numpy" in problem for problem in report.problems)
 
 
 def test_colab_is_detected(monkeypatch):

@@ -11,12 +11,37 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import run_notebooks  # noqa: E402
+import yaml  # noqa: E402
 
+from helpers.regions import load_region  # noqa: E402
 from helpers.sample_data import ensure_sample_region  # noqa: E402
 
 NOTEBOOKS = run_notebooks.discover()
 SMALL_SCENE = 512
 SEED = 42
+
+
+def write_small_config(root: Path, **changes) -> Path:
+    """The sample region at 512 px with small patches, its outputs under ``root/outputs``."""
+    config = {
+        "name": "small",
+        "sample": {"folder": str(root / "region"), "size": SMALL_SCENE, "seed": SEED},
+        "tiling": {
+            "patch_size": 64,
+            "stride": 32,
+            "tile_size": 32,
+            "tile_stride": 16,
+            "block_size": 128,
+        },
+        "outputs": {"root": str(root / "outputs")},
+    } | changes
+    path = root / f"{config['name']}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def _region(ctx: dict) -> dict:
+    return {"REGION": str(ctx["config"])}
 
 
 def _region_and_figures(ctx: dict, name: str) -> dict:
@@ -29,77 +54,35 @@ def _region_and_figures(ctx: dict, name: str) -> dict:
 
 
 _TILE_TRAINING = {
-    "TILE_SIZE": 32,
-    "STRIDE": 16,
-    "BLOCK_SIZE": 128,
     "EPOCHS": 1,
     "STEPS_PER_EPOCH": 2,
     "BATCH_SIZE": 8,
     "RANGE_TEST_STEPS": 10,
 }
 
+_UNET_TRAINING = {
+    "FILTERS": 4,
+    "EPOCHS": 1,
+    "STEPS_PER_EPOCH": 2,
+    "CLOUD_EPOCHS": 1,
+    "BATCH_SIZE": 8,
+    "BASELINE_PIXELS": 5000,
+}
+
 # Small parameters per notebook; each notebook's own defaults are what `make course` runs.
 NOTEBOOK_PARAMETERS = {
-    "00_setup": lambda ctx: _region_and_figures(ctx, "00_setup"),
-    "01_imagery_basics": lambda ctx: _region_and_figures(ctx, "01_imagery_basics"),
-    "02_patching": lambda ctx: (
-        _region_and_figures(ctx, "02_patching")
-        | {
-            "PATCH_SIZE": 64,
-            "STRIDE": 32,
-            "BLOCK_SIZE": 128,
-            "DATASET_DIR": str(ctx["out"] / "patches"),
-        }
-    ),
+    "00_setup": lambda ctx: _region(ctx),
+    "01_imagery_basics": lambda ctx: _region(ctx),
+    "02_patching": lambda ctx: _region(ctx),
     # 03 trains from scratch on 32 px tiles for a few steps; 04 reads the model 03 saved.
-    "03_tile_classification": lambda ctx: (
-        _region_and_figures(ctx, "03_tile_classification")
-        | _TILE_TRAINING
-        | {"DATASET_DIR": str(ctx["out"] / "patches"), "MODEL_DIR": str(ctx["out"] / "models")}
-    ),
-    "04_tile_evaluation_and_mapping": lambda ctx: (
-        _region_and_figures(ctx, "04_tile_evaluation_and_mapping")
-        | {
-            "MODEL_PATH": str(ctx["out"] / "models" / "tile_classifier.keras"),
-            "MAP_DIR": str(ctx["out"] / "maps"),
-            "MIN_AREA_M2": 0,
-        }
-    ),
+    "03_tile_classification": lambda ctx: _region(ctx) | _TILE_TRAINING,
+    "04_tile_evaluation_and_mapping": lambda ctx: _region(ctx) | {"MIN_AREA_M2": 0},
     # 05: 64 px patches, a 4-filter U-Net, two steps per model; writes the settlement and cloud
     # models (with cards) under outputs/models, where 06 and 07 read them.
-    "05_unet_segmentation": lambda ctx: (
-        _region_and_figures(ctx, "05_unet_segmentation")
-        | {
-            "PATCH_SIZE": 64,
-            "STRIDE": 32,
-            "BLOCK_SIZE": 128,
-            "FILTERS": 4,
-            "EPOCHS": 1,
-            "STEPS_PER_EPOCH": 2,
-            "CLOUD_EPOCHS": 1,
-            "BATCH_SIZE": 8,
-            "BASELINE_PIXELS": 5000,
-            "DATASET_DIR": str(ctx["out"] / "patches"),
-            "MODEL_DIR": str(ctx["out"] / "models"),
-        }
-    ),
+    "05_unet_segmentation": lambda ctx: _region(ctx) | _UNET_TRAINING,
     # 06 and 07 predict the 512 px region with the settlement model 05 saved.
-    "06_scene_prediction": lambda ctx: (
-        _region_and_figures(ctx, "06_scene_prediction")
-        | {
-            "MODEL_PATH": str(ctx["out"] / "models" / "settlement_unet.keras"),
-            "CROP_SIZE": 256,
-            "PREDICTION_DIR": str(ctx["out"] / "predictions" / "06_scene_prediction"),
-        }
-    ),
-    "07_postprocessing": lambda ctx: (
-        _region_and_figures(ctx, "07_postprocessing")
-        | {
-            "MODEL_PATH": str(ctx["out"] / "models" / "settlement_unet.keras"),
-            "ZOOM_SIZE": 96,
-            "MAP_DIR": str(ctx["out"] / "maps" / "07_postprocessing"),
-        }
-    ),
+    "06_scene_prediction": lambda ctx: _region(ctx) | {"CROP_SIZE": 256},
+    "07_postprocessing": lambda ctx: _region(ctx) | {"ZOOM_SIZE": 96},
     # 08: example ROIs on the small region; a tiny U-Net for one epoch; a 256 px new region.
     "08_roi_labelling": lambda ctx: (
         _region_and_figures(ctx, "08_roi_labelling")
@@ -126,7 +109,7 @@ def ctx(tmp_path_factory):
     root = tmp_path_factory.mktemp("course")
     region = root / "region"
     ensure_sample_region(region, size=SMALL_SCENE, seed=SEED, progress=False)
-    return {"region": region, "out": root / "outputs"}
+    return {"region": region, "config": write_small_config(root), "out": root / "outputs"}
 
 
 @pytest.mark.notebook
@@ -138,8 +121,11 @@ def test_notebook_runs_with_small_parameters(notebook, ctx):
     params = NOTEBOOK_PARAMETERS[notebook.stem](ctx)
     run = run_notebooks.run_notebook(notebook, ctx["out"], params, html=False, timeout=900)
     assert Path(run.output).exists()
-    figures = sorted(Path(params["OUTPUT_DIR"]).glob("*.png"))
-    assert figures, f"{notebook.name} saved no figure under OUTPUT_DIR"
+    if "REGION" in params:
+        folder = load_region(params["REGION"]).figures_dir(notebook.stem)
+    else:
+        folder = Path(params["OUTPUT_DIR"])
+    assert sorted(folder.glob("*.png")), f"{notebook.name} saved no figure under {folder}"
 
 
 @pytest.mark.notebook
@@ -158,11 +144,15 @@ def test_tile_classification_fine_tunes_pretrained_weights(ctx, tmp_path):
     with h5py.File(weights, "w") as f:  # the legacy layout Keras publishes ImageNet weights in
         legacy_h5_format.save_weights_to_hdf5_group(f, backbone)
     notebook = ROOT / "notebooks" / "03_tile_classification.ipynb"
+    config = write_small_config(
+        ctx["config"].parent,
+        name="pretrained03",
+        training={"weights": str(weights)},
+        outputs={"root": str(tmp_path)},
+    )
     params = NOTEBOOK_PARAMETERS["03_tile_classification"](ctx) | {
-        "WEIGHTS": str(weights),
+        "REGION": str(config),
         "FREEZE_LAYERS": 20,
-        "MODEL_DIR": str(tmp_path / "models"),
-        "OUTPUT_DIR": str(tmp_path / "figures"),
     }
     run_notebooks.run_notebook(notebook, tmp_path / "out", params, html=False, timeout=900)
     card = json.loads((tmp_path / "models" / "tile_classifier.card.json").read_text())
@@ -190,12 +180,16 @@ def test_unet_segmentation_with_a_pretrained_resnet50_encoder(ctx, tmp_path):
     with h5py.File(weights, "w") as f:  # the legacy layout Keras publishes ImageNet weights in
         legacy_h5_format.save_weights_to_hdf5_group(f, backbone)
     notebook = ROOT / "notebooks" / "05_unet_segmentation.ipynb"
+    config = write_small_config(
+        ctx["config"].parent,
+        name="pretrained05",
+        training={"weights": str(weights)},
+        outputs={"root": str(tmp_path)},
+    )
     params = NOTEBOOK_PARAMETERS["05_unet_segmentation"](ctx) | {
+        "REGION": str(config),
         "ENCODER": "resnet50",
-        "WEIGHTS": str(weights),
         "STEPS_PER_EPOCH": 1,
-        "MODEL_DIR": str(tmp_path / "models"),
-        "OUTPUT_DIR": str(tmp_path / "figures"),
     }
     run_notebooks.run_notebook(notebook, tmp_path / "out", params, html=False, timeout=900)
     model, card = models.load_with_card(tmp_path / "models" / "settlement_unet.keras")
@@ -206,3 +200,44 @@ def test_unet_segmentation_with_a_pretrained_resnet50_encoder(ctx, tmp_path):
     _, cloud_card = models.load_with_card(tmp_path / "models" / "cloud_unet.keras")
     assert cloud_card["scaling"]["method"] == "linear"
     assert cloud_card["classes"] == {0: "clear", 1: "cloud", 2: "cloud_shadow"}
+
+
+@pytest.mark.notebook
+def test_a_foreign_region_runs_the_patching_classification_and_segmentation_notebooks(
+    foreign_region, tmp_path
+):
+    """Notebooks 02, 03 and 05, unchanged, on a region unlike the sample: one uint16 band with
+    no description in UTM 33N, Shapefile labels in EPSG:4326 with another class name and other
+    classes to leave out. Only the config (and small training knobs) differ."""
+    from helpers import datasets, models
+
+    region = load_region(foreign_region)
+    small = {
+        "02_patching": {},
+        "03_tile_classification": _TILE_TRAINING,
+        "05_unet_segmentation": _UNET_TRAINING,
+    }
+    for stem, knobs in small.items():
+        notebook = ROOT / "notebooks" / f"{stem}.ipynb"
+        params = {"REGION": str(foreign_region)} | knobs
+        run_notebooks.run_notebook(notebook, tmp_path / "out", params, html=False, timeout=900)
+        assert sorted(region.figures_dir(stem).glob("*.png")), f"{stem} saved no figure"
+
+    # 02: one-band shards and grey PNGs, labelled from the camps only
+    images, tile_labels = datasets.load_shards(region.outputs.datasets / "scene_npz", split="train")
+    assert images.shape[1:] == (64, 64, 1) and images.max() > 255  # stored units, not 8-bit
+    assert {0, 1} <= set(tile_labels.tolist())
+    png = sorted((region.outputs.datasets / "tiles_png" / "train" / "positive").glob("*.png"))
+    assert png
+
+    # 03 and 05: one-band models whose cards speak of the region's class and scaling
+    classifier, card = models.load_with_card(region.outputs.models / "tile_classifier.keras")
+    assert card["bands"] == ["pan"] and classifier.input_shape[-1] == 1
+    assert card["classes"] == {0: "other", 1: "refugee camp"}
+    assert card["scaling"]["method"] == "uint8_stretch" and card["pretrained"] is False
+    unet, unet_card = models.load_with_card(region.outputs.models / "settlement_unet.keras")
+    assert unet_card["bands"] == ["pan"] and unet.input_shape[-1] == 1
+    assert unet_card["classes"] == {0: "background", 1: "refugee camp"}
+    assert not (region.outputs.models / "cloud_unet.keras").exists()  # no cloud masks here
+    patch = models.scale_inputs(images[:2, :64, :64], unet_card)
+    assert unet.predict(patch, verbose=0).shape == (2, 64, 64, 1)

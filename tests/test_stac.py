@@ -556,3 +556,42 @@ def test_defaults_point_at_earth_search() -> None:
     options = stac.gdal_http_options()
     assert options["GDAL_DISABLE_READDIR_ON_OPEN"] == "EMPTY_DIR"
     assert ".tif" in options["CPL_VSIL_CURL_ALLOWED_EXTENSIONS"]
+
+
+def test_a_region_config_downloads_its_sentinel2_scene(api: Api, tmp_path: Path) -> None:
+    """imagery.sentinel2 in a region config: load_region(fetch=True) searches, downloads the
+    AOI's window once, then validates the labels against it like any local scene."""
+    import geopandas as gpd
+    import shapely
+    import yaml
+
+    from helpers.regions import load_region
+
+    west, south, east, north = AOI
+    labels = tmp_path / "buildings.geojson"
+    middle = shapely.box(*shapely.box(west, south, east, north).centroid.buffer(1e-4).bounds)
+    gpd.GeoDataFrame({"kind": ["building"]}, geometry=[middle], crs="EPSG:4326").to_file(labels)
+    config = tmp_path / "s2.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "s2",
+                "imagery": {
+                    "sentinel2": {"dates": ["2024-06-01/2024-06-30"], "url": api.url},
+                    "scale": 0.0001,
+                },
+                "aoi": [west, south, east, north],
+                "labels": {"file": "buildings.geojson", "target": "building"},
+                "outputs": {"root": "out"},
+            }
+        )
+    )
+    region = load_region(config, fetch=True)
+    (scene,) = region.scenes.values()
+    assert scene.is_file() and scene.parent == tmp_path / "out" / "imagery"
+    assert region.band_names == BANDS_10M and region.rgb == [3, 2, 1]
+    with rasterio.open(scene) as ds:
+        assert ds.count == 4 and ds.tags()["stac_item"] == "S2A_FULL_CLOUD5"
+    modified = scene.stat().st_mtime_ns
+    again = load_region(config, fetch=True)  # already there: nothing is downloaded again
+    assert again.scenes == region.scenes and scene.stat().st_mtime_ns == modified

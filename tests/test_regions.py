@@ -1,0 +1,208 @@
+"""Region configs: one YAML file describes a region; mistakes are caught when it is loaded."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import rasterio
+import yaml
+
+from helpers import labels, regions, tiling
+from helpers.regions import RegionConfigError, load_region
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _edit(config: Path, tmp_path: Path, change) -> Path:
+    """A copy of ``config`` (in the same folder, so relative paths hold) changed by ``change``."""
+    data = yaml.safe_load(config.read_text())
+    change(data)
+    path = config.parent / f"edited_{tmp_path.name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def sample_config(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sample_config")
+    path = root / "small.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "small",
+                "sample": {"folder": "region", "size": 256, "seed": 3},
+                "tiling": {"patch_size": 64, "stride": 32, "block_size": 128},
+                "outputs": {"root": "out"},
+            }
+        )
+    )
+    return path
+
+
+def test_the_sample_config_describes_the_sample_region(sample_config):
+    region = load_region(sample_config)
+    assert region.dates == ("2021-06-15", "2024-06-20")
+    assert region.band_names == ("blue", "green", "red", "nir")
+    assert region.rgb == [3, 2, 1] and region.display_bands == [3, 2, 1]
+    assert region.has_bands("red", "nir") and not region.has_bands("swir")
+    assert region.target == "informal settlement"
+    assert region.input_scaling() == {"method": "linear", "scale": 1e-4, "offset": 0.0}
+    assert region.tiling.patch_size == 64 and region.tiling.tile_size == 64  # default kept
+    assert region.seed == 3  # the sample's seed unless training.seed says otherwise
+    assert region.outputs.models == sample_config.parent / "out" / "models"
+    assert set(region.clouds) == set(region.dates)
+    with rasterio.open(region.scenes[region.dates[0]]) as src:
+        outlines = region.read_labels(region.dates[0], crs=src.crs)
+    assert len(outlines) > 0 and outlines.crs == src.crs
+
+
+def test_the_shipped_configs_are_valid():
+    region = load_region(ROOT / "regions" / "sample.yaml", check_files=False)
+    assert region.name == "sample" and region.tiling.patch_size == 128
+    assert region.outputs.datasets == (ROOT / "data" / "generated" / "patches").resolve()
+    template = load_region(ROOT / "regions" / "template.yaml", check_files=False)
+    assert template.band_names == ("blue", "green", "red", "nir")
+    assert template.class_property == "class" and template.target_values == ("informal",)
+
+
+def test_a_foreign_region_gets_its_bands_classes_and_scaling_from_the_config(foreign_region):
+    region = load_region(foreign_region)
+    assert region.band_names == ("pan",)  # the file has no band description; the config names it
+    assert region.rgb is None and region.display_bands == [1]
+    assert region.nodata is None
+    scaling = region.input_scaling()
+    assert scaling["method"] == "uint8_stretch" and len(scaling["limits"]) == 1
+    assert region.class_names == {0: "other", 1: "refugee camp"}
+    with rasterio.open(region.scenes[region.dates[0]]) as src:
+        camps = region.read_labels(region.dates[0], crs=src.crs)
+        everything = labels.read_vectors(region.labels[region.dates[0]], crs=src.crs)
+    assert set(camps["landuse"]) == {"camp"}
+    assert len(everything) > len(camps)  # the "farm" polygons are left out
+    assert camps.crs == src.crs  # reprojected from EPSG:4326 to UTM 33N
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update(tilling=d.pop("tiling")), "Did you mean 'tiling'"),
+        (lambda d: d["tiling"].update(patchsize=64), "Did you mean 'tiling.patch_size'"),
+        (lambda d: d["tiling"].update(stride=100), "larger than tiling.patch_size"),
+        (lambda d: d["tiling"].update(patch_size=0), "tiling.patch_size"),
+        (lambda d: d["tiling"].update(positive=1.5), "between 0 and 1"),
+        (lambda d: d["imagery"].update(bands=["red", "nir"]), "lists 2 band(s)"),
+        (lambda d: d["imagery"].update(scale=-1), "imagery.scale"),
+        (lambda d: d["labels"].update(values=["school"]), "none of ['school'] occurs"),
+        (lambda d: d["labels"].pop("target"), "labels.target"),
+        (lambda d: d["labels"].update(files={"2022-03-01": "x.shp"}), "either 'file'"),
+        (lambda d: d.pop("labels"), "labels: missing"),
+        (lambda d: d.update(sample={"size": 256}), "exactly one of 'imagery'"),
+        (lambda d: d.update(aoi=[100.0, 10.0, 101.0, 11.0]), "lies outside the imagery"),
+        (lambda d: d.update(aoi=[15.0, 48.0, 14.0, 49.0]), "west < east"),
+        (lambda d: d["imagery"].update(scenes={"June": "imagery/pan_2022.tif"}), "not a date"),
+    ],
+)
+def test_config_mistakes_are_named_with_the_fix(foreign_region, tmp_path, change, message):
+    path = _edit(foreign_region, tmp_path, change)
+    with pytest.raises(RegionConfigError) as info:
+        load_region(path)
+    assert message in str(info.value)
+    assert str(path) in str(info.value)  # which file
+
+
+def test_missing_files_are_named(foreign_region, tmp_path):
+    path = _edit(
+        foreign_region, tmp_path, lambda d: d["imagery"].update(scenes={"2022-03-01": "gone.tif"})
+    )
+    with pytest.raises(FileNotFoundError, match=r"imagery\.scenes\.2022-03-01: .*gone\.tif"):
+        load_region(path)
+    path = _edit(foreign_region, tmp_path, lambda d: d["labels"].update(file="nothing.gpkg"))
+    with pytest.raises(FileNotFoundError, match="nothing.gpkg does not exist"):
+        load_region(path)
+    with pytest.raises(FileNotFoundError, match="template.yaml"):
+        load_region(tmp_path / "no_such_region.yaml")
+
+
+def test_labels_that_miss_the_imagery_are_refused(foreign_region, tmp_path):
+    import geopandas as gpd
+    import shapely
+
+    far = tmp_path / "far.geojson"
+    gpd.GeoDataFrame(
+        {"landuse": ["camp"]}, geometry=[shapely.box(100, 10, 100.01, 10.01)], crs="EPSG:4326"
+    ).to_file(far)
+    path = _edit(foreign_region, tmp_path, lambda d: d["labels"].update(file=str(far)))
+    with pytest.raises(labels.VectorError, match="outside the raster"):
+        load_region(path)
+
+
+def test_invalid_yaml_and_wrong_shapes_are_refused(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(RegionConfigError, match="not valid YAML"):
+        load_region(bad)
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(RegionConfigError, match="mapping of keys"):
+        load_region(bad)
+    bad.write_text("name: x\ntiling: 128\n")
+    with pytest.raises(RegionConfigError, match="tiling: expected a mapping"):
+        load_region(bad)
+
+
+def test_an_aoi_keeps_only_the_windows_that_touch_it(foreign_region, tmp_path):
+    region = load_region(foreign_region)
+    scene = region.scenes[region.dates[0]]
+    with rasterio.open(scene) as src:
+        west, south, east, north = rasterio.warp.transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+        windows = tiling.tile_windows(src.height, src.width, 64, stride=64)
+    quarter = [west, south + (north - south) / 2, west + (east - west) / 2, north]  # top-left
+    path = _edit(foreign_region, tmp_path, lambda d: d.update(aoi=quarter))
+    inside = load_region(path).windows_in_aoi(windows, scene)
+    assert 0 < len(inside) < len(windows)
+    assert all(w.row_off < 512 // 2 + 64 and w.col_off < 512 // 2 + 64 for w in inside)
+    assert region.windows_in_aoi(windows, scene) == windows  # no AOI: every window
+
+
+def test_a_sentinel2_query_needs_an_aoi_and_names_its_scene_paths(tmp_path):
+    config = tmp_path / "s2.yaml"
+    base = {
+        "name": "s2",
+        "imagery": {"sentinel2": {"dates": ["2024-06-01/2024-08-31"], "max_cloud": 10}},
+        "labels": {"file": "labels.geojson", "target": "building"},
+    }
+    config.write_text(yaml.safe_dump(base))
+    with pytest.raises(RegionConfigError, match="needs an area of interest"):
+        load_region(config, check_files=False)
+    config.write_text(yaml.safe_dump(base | {"aoi": [36.80, -1.32, 36.84, -1.28]}))
+    region = load_region(config, check_files=False)
+    (scene,) = region.scenes.values()
+    assert scene.parent == tmp_path.parent / "outputs" / "s2" / "imagery"
+    with pytest.raises(FileNotFoundError, match="fetch=True"):
+        load_region(config)  # the scene is not downloaded yet: say how
+
+
+def test_the_command_line_check(foreign_region, tmp_path, capsys):
+    assert regions.main([str(foreign_region)]) == 0
+    assert "refugee camp" in capsys.readouterr().out
+    broken = _edit(foreign_region, tmp_path, lambda d: d["tiling"].update(strid=3))
+    assert regions.main([str(broken)]) == 1
+    assert "Did you mean 'tiling.stride'" in capsys.readouterr().out
+
+
+def test_relative_paths_start_at_the_config_folder(foreign_region, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(
+        foreign_region.parent, moved, ignore=shutil.ignore_patterns("source", "outputs")
+    )
+    region = load_region(moved / foreign_region.name)
+    assert region.scenes[region.dates[0]].is_relative_to(moved)
+    assert region.outputs.root == moved / "outputs"
+
+
+def test_model_bands_are_found_by_position(foreign_region, sample_config):
+    foreign, sample = load_region(foreign_region), load_region(sample_config)
+    assert foreign.band_indexes(["pan"]) == [1]
+    assert sample.band_indexes(["nir", "red"]) == [4, 3]
+    with pytest.raises(RegionConfigError, match=r"no band \['red'\] in region 'foreign'"):
+        foreign.band_indexes(["red"])
