@@ -213,13 +213,33 @@ FOREIGN_ORIGIN = (452000.0, 5412000.0)  # top-left corner, metres
 FOREIGN_PIXEL = 2.0  # metres
 
 
-def make_foreign_region(folder: Path, *, size: int = 512, seed: int = 5) -> Path:
-    """A region unlike the sample one, as a user might bring it, and its config file.
+def make_region(
+    folder: Path,
+    *,
+    name: str = "foreign",
+    size: int = 512,
+    seed: int = 5,
+    source_bands: Sequence[int] = (3,),
+    roles: Sequence[str] | None = ("pan",),
+    describe: bool = False,
+    roles_in_config: bool = True,
+    dtype: str = "uint16",
+    crs: str = f"EPSG:{FOREIGN_EPSG}",
+    origin: tuple[float, float] = FOREIGN_ORIGIN,
+    pixel: float = FOREIGN_PIXEL,
+    labels_name: str = "landuse.shp",
+    labels_crs: str = "EPSG:4326",
+) -> Path:
+    """A region built from a generated one, re-shaped the way users' data comes, and its config.
 
-    One uint16 band without a band description or nodata value (a panchromatic-like band built
-    from the red band of a generated region), in UTM zone 33N at 2 m; labels as a Shapefile in
-    EPSG:4326 whose ``landuse`` attribute holds ``"camp"`` for the target class and ``"farm"``
-    for other polygons, which must be left out; a target class called "refugee camp".
+    ``source_bands`` picks bands of the generated scene (1 blue, 2 green, 3 red, 4 nir; repeats
+    allowed, e.g. 13 bands); ``dtype`` converts them (uint8: reflectance x 10 000 / 40, float32:
+    reflectance); ``crs``, ``origin`` and ``pixel`` place the grid anywhere (the pixels and the
+    polygons move together, pixel for pixel). ``roles`` go into the config's ``imagery.bands``
+    (unless ``roles_in_config`` is False), ``describe`` writes them as band descriptions.
+    Labels are written as ``labels_name`` (its suffix picks the format) in ``labels_crs``, with
+    a ``landuse`` attribute: ``"camp"`` for the target class "refugee camp" and ``"farm"`` for
+    other polygons, to be left out. The scene has no nodata value.
 
     Returns:
         The path of the region config (``folder / "region.yaml"``).
@@ -234,57 +254,61 @@ def make_foreign_region(folder: Path, *, size: int = 512, seed: int = 5) -> Path
     source = ensure_sample_region(folder / "source", size=size, seed=seed, progress=False)
     date = source.dates[0]
     with rasterio.open(source.scenes[date]) as src:
-        band = src.read(3)  # red
-        old = src.transform
-    band = np.where(band == 0, 1, band).astype("uint16")  # no nodata in this file
-    new = from_origin(*FOREIGN_ORIGIN, FOREIGN_PIXEL, FOREIGN_PIXEL)
+        data = src.read(list(source_bands)).astype("float64")
+        old, old_crs = src.transform, src.crs
+    data = np.maximum(data, 1)  # no nodata in this file
+    if dtype == "uint8":
+        data = np.clip(data / 40, 1, 255)
+    elif dtype.startswith("float"):
+        data = data * 1e-4
+    new = from_origin(*origin, pixel, pixel)
     profile = {
         "driver": "GTiff",
         "width": size,
         "height": size,
-        "count": 1,
-        "dtype": "uint16",
-        "crs": f"EPSG:{FOREIGN_EPSG}",
+        "count": len(source_bands),
+        "dtype": dtype,
+        "crs": crs,
         "transform": new,
         "tiled": True,
         "blockxsize": 256,
         "blockysize": 256,
         "compress": "deflate",
     }
-    scene = folder / "imagery" / "pan_2022.tif"
+    scene = folder / "imagery" / "scene_2022.tif"
     scene.parent.mkdir(exist_ok=True)
     with rasterio.open(scene, "w", **profile) as dst:
-        dst.write(band, 1)
+        dst.write(data.astype(dtype))
+        if describe and roles:
+            dst.descriptions = tuple(roles)
 
-    # Move the sample's polygons from its grid to the new one, pixel for pixel.
-    to_new = new * ~old
-    camps = gpd.read_file(source.settlements[date]).to_crs(src.crs)
+    to_new = new * ~old  # the sample's polygons, from its grid to the new one
+    camps = gpd.read_file(source.settlements[date]).to_crs(old_crs)
     matrix = [to_new.a, to_new.b, to_new.d, to_new.e, to_new.xoff, to_new.yoff]
     moved = [shapely.affinity.affine_transform(g, matrix) for g in camps.geometry]
     rng = np.random.default_rng(seed)
     farms = [
-        shapely.box(x, y, x + 40, y - 40)
-        for x, y in zip(
-            FOREIGN_ORIGIN[0] + rng.uniform(0, size * FOREIGN_PIXEL - 40, 6),
-            FOREIGN_ORIGIN[1] - rng.uniform(40, size * FOREIGN_PIXEL, 6),
-            strict=True,
-        )
+        shapely.box(*(new * (col, row)), *(new * (col + 20, row + 20)))
+        for col, row in rng.uniform(0, size - 20, (6, 2))
     ]
     gdf = gpd.GeoDataFrame(
         {"landuse": ["camp"] * len(moved) + ["farm"] * len(farms)},
-        geometry=moved + farms,
-        crs=f"EPSG:{FOREIGN_EPSG}",
-    ).to_crs("EPSG:4326")
-    labels = folder / "labels" / "landuse.shp"
+        geometry=[shapely.normalize(g) for g in moved + farms],
+        crs=crs,
+    ).to_crs(labels_crs)
+    labels = folder / "labels" / labels_name
     labels.parent.mkdir(exist_ok=True)
     gdf.to_file(labels)
 
+    imagery: dict[str, Any] = {"scenes": {"2022-03-01": "imagery/scene_2022.tif"}}
+    if roles is not None and roles_in_config:
+        imagery["bands"] = list(roles)
     config = {
-        "name": "foreign",
-        "description": "One band, UTM 33N, Shapefile labels in EPSG:4326",
-        "imagery": {"scenes": {"2022-03-01": "imagery/pan_2022.tif"}, "bands": ["pan"]},
+        "name": name,
+        "description": f"{len(source_bands)} band(s) {dtype} in {crs}, labels {labels_name}",
+        "imagery": imagery,
         "labels": {
-            "file": "labels/landuse.shp",
+            "file": f"labels/{labels_name}",
             "class_property": "landuse",
             "target": "refugee camp",
             "values": ["camp"],
@@ -301,6 +325,13 @@ def make_foreign_region(folder: Path, *, size: int = 512, seed: int = 5) -> Path
     path = folder / "region.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def make_foreign_region(folder: Path) -> Path:
+    """The "foreign" region of the course's tests: one uint16 band with no description or
+    nodata (built from the red band of a generated region), UTM zone 33N at 2 m, labels as a
+    Shapefile in EPSG:4326 with a target class called "refugee camp" and other classes."""
+    return make_region(folder)
 
 
 @pytest.fixture(scope="session")

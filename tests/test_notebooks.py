@@ -241,3 +241,56 @@ def test_a_foreign_region_runs_the_patching_classification_and_segmentation_note
     assert not (region.outputs.models / "cloud_unet.keras").exists()  # no cloud masks here
     patch = models.scale_inputs(images[:2, :64, :64], unet_card)
     assert unet.predict(patch, verbose=0).shape == (2, 64, 64, 1)
+
+
+S2_LIKE = ("coastal", "blue", "green", "red", "re1", "re2", "re3", "nir", "nir08", "wv", "swir1")
+USERS_DATA = {
+    # 13 float32 bands named by their descriptions, in lon/lat; a GeoPackage in Web Mercator
+    "13 float32 bands, EPSG:4326": dict(
+        source_bands=(1, 1, 2, 3, 3, 3, 4, 4, 4, 4, 3, 2, 1),
+        roles=(*S2_LIKE, "swir2", "extra"),
+        describe=True,
+        roles_in_config=False,
+        dtype="float32",
+        crs="EPSG:4326",
+        origin=(36.80, -1.28),
+        pixel=1e-5,
+        labels_name="landuse.gpkg",
+        labels_crs="EPSG:3857",
+    ),
+    # an 8-bit RGB export in Web Mercator, bands named only in the config; GeoJSON in UTM
+    "3 uint8 bands, EPSG:3857": dict(
+        source_bands=(3, 2, 1),
+        roles=("red", "green", "blue"),
+        dtype="uint8",
+        crs="EPSG:3857",
+        origin=(4_096_000.0, -142_000.0),
+        pixel=1.2,
+        labels_name="landuse.geojson",
+        labels_crs="EPSG:32737",
+    ),
+}
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("variant", list(USERS_DATA), ids=["13band_float32_4326", "rgb_uint8_3857"])
+def test_patching_takes_data_as_users_have_it(variant, tmp_path):
+    """Any band count, dtype and CRS, labels in any CRS and format: notebook 02, unchanged."""
+    import numpy as np
+    import pandas as pd
+    from conftest import make_region
+
+    spec = USERS_DATA[variant]
+    config = make_region(tmp_path / "region", size=256, **spec)
+    region = load_region(config)
+    assert len(region.band_names) == len(spec["source_bands"])
+    assert region.rgb is not None  # natural colour found by role, wherever the bands sit
+    notebook = ROOT / "notebooks" / "02_patching.ipynb"
+    run_notebooks.run_notebook(notebook, tmp_path / "out", {"REGION": str(config)}, html=False)
+    store = region.outputs.datasets / "scene_npz"
+    index = pd.read_csv(store / "index.csv")
+    assert {0, 1} <= set(index["label"]) and set(index["status"]) == {"written"}
+    with np.load(store / index["file"].iloc[0]) as shard:  # every band, at full precision
+        assert shard["images"].shape[1:] == (len(spec["source_bands"]), 64, 64)
+        assert shard["images"].dtype == spec["dtype"]
+    assert sorted(region.figures_dir("02_patching").glob("*.png"))

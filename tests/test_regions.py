@@ -100,7 +100,7 @@ def test_a_foreign_region_gets_its_bands_classes_and_scaling_from_the_config(for
         (lambda d: d.update(sample={"size": 256}), "exactly one of 'imagery'"),
         (lambda d: d.update(aoi=[100.0, 10.0, 101.0, 11.0]), "lies outside the imagery"),
         (lambda d: d.update(aoi=[15.0, 48.0, 14.0, 49.0]), "west < east"),
-        (lambda d: d["imagery"].update(scenes={"June": "imagery/pan_2022.tif"}), "not a date"),
+        (lambda d: d["imagery"].update(scenes={"June": "imagery/scene_2022.tif"}), "not a date"),
     ],
 )
 def test_config_mistakes_are_named_with_the_fix(foreign_region, tmp_path, change, message):
