@@ -211,6 +211,14 @@ def local_http_server(tmp_path_factory):
 FOREIGN_EPSG = 32633  # UTM zone 33N: another hemisphere and zone than the sample region's 37S
 FOREIGN_ORIGIN = (452000.0, 5412000.0)  # top-left corner, metres
 FOREIGN_PIXEL = 2.0  # metres
+# Small patches for regions of a few hundred pixels (the notebooks' tests).
+SMALL_TILING = {
+    "patch_size": 64,
+    "stride": 32,
+    "tile_size": 32,
+    "tile_stride": 16,
+    "block_size": 128,
+}
 
 
 def make_region(
@@ -313,13 +321,7 @@ def make_region(
             "target": "refugee camp",
             "values": ["camp"],
         },
-        "tiling": {
-            "patch_size": 64,
-            "stride": 32,
-            "tile_size": 32,
-            "tile_stride": 16,
-            "block_size": 128,
-        },
+        "tiling": dict(SMALL_TILING),
         "outputs": {"root": "outputs"},
     }
     path = folder / "region.yaml"

@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import run_notebooks  # noqa: E402
 import yaml  # noqa: E402
+from conftest import SMALL_TILING  # noqa: E402
 
 from helpers.regions import load_region  # noqa: E402
 from helpers.sample_data import ensure_sample_region  # noqa: E402
@@ -26,13 +27,7 @@ def write_small_config(root: Path, **changes) -> Path:
     config = {
         "name": "small",
         "sample": {"folder": str(root / "region"), "size": SMALL_SCENE, "seed": SEED},
-        "tiling": {
-            "patch_size": 64,
-            "stride": 32,
-            "tile_size": 32,
-            "tile_stride": 16,
-            "block_size": 128,
-        },
+        "tiling": dict(SMALL_TILING),
         "outputs": {"root": str(root / "outputs")},
     } | changes
     path = root / f"{config['name']}.yaml"
