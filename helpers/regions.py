@@ -146,6 +146,9 @@ class Region:
         landcover, clouds, buildings: Extra rasters and vectors per date (the sample region has
             them; a region of your own usually does not).
         sentinel2: The Sentinel-2 query the scenes come from, if any (see :meth:`fetch_imagery`).
+        description: The config's free-text description.
+        sample_root: The folder of the generated sample region (sample configs only); open it
+            with ``helpers.sample_data.load_sample_region`` for what only the sample has.
     """
 
     name: str
@@ -170,6 +173,7 @@ class Region:
     buildings: dict[str, Path] = field(default_factory=dict)
     sentinel2: dict[str, Any] | None = None
     description: str = ""
+    sample_root: Path | None = None
 
     # ------------------------------------------------------------------ bands
 
@@ -446,6 +450,7 @@ def _sample_parts(section: Mapping[str, Any], base: Path, config) -> dict[str, A
         "landcover": dict(sample.landcover),
         "clouds": dict(sample.clouds),
         "buildings": dict(sample.buildings),
+        "sample_root": sample.root,
         "target": "informal settlement",
         "seed": seed,
     }

@@ -8,16 +8,21 @@ module turns them into training data and a first classifier:
 * :func:`rois_to_labels` burns the ROIs onto the scene's grid in its CRS: points as one pixel
   (or a small disc), lines with all-touched, polygons filled; every other pixel is
   :data:`helpers.labels.IGNORE_VALUE`. It returns per-split label rasters and class counts.
-* :func:`example_rois` draws ROIs on the sample region the way a person would, inside
-  homogeneous areas of its ground-truth land cover, so that notebooks and tests run headless.
+* :func:`example_rois` draws ROIs on the sample region the way a person would (polygons and
+  lines inside homogeneous areas of its ground-truth land cover, points all over each class,
+  half of them on its edges), so that notebooks and tests run headless.
 * :func:`pixel_features`, :func:`train_random_forest` and :func:`predict_scene` are the fast
-  baseline: a random forest on per-pixel bands, spectral indices and local texture, applied to
-  the whole scene block by block and written as a georeferenced GeoTIFF.
+  baseline: a random forest on per-pixel bands, spectral indices and local texture (each
+  labelled pixel weighted by :func:`roi_weights`, so that polygons do not outvote points),
+  applied to the whole scene block by block and written as a georeferenced GeoTIFF. The
+  fitted :class:`PixelClassifier` is also a per-pixel model for
+  :func:`helpers.inference.predict`: called on a batch of patches it returns class
+  probabilities, and :meth:`PixelClassifier.model_card` gives its card.
   :func:`evaluate_label_map` compares a label map with a reference raster.
 
 Typical use in a notebook::
 
-    from helpers import rois
+    from helpers import inference, rois
 
     classes = rois.LANDCOVER_ROI_CLASSES  # {"water": 1, "trees": 2, ...}
     path = rois.ensure_example_rois(region, "2021-06-15")
@@ -25,6 +30,9 @@ Typical use in a notebook::
     print(roi_labels.counts)
     forest = rois.train_random_forest(region.scenes["2021-06-15"], roi_labels)
     rois.predict_scene(forest, region.scenes["2021-06-15"], "outputs/rf_2021.tif")
+    # or through the course's scene predictor, like any network:
+    inference.predict(forest, region.scenes["2021-06-15"], "outputs/rf_2021.tif",
+                      card=forest.model_card(), output="classes", overwrite=True)
 
 Conventions chosen here:
 
@@ -38,6 +46,7 @@ Conventions chosen here:
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -67,6 +76,7 @@ from helpers.sample_data import LANDCOVER_CLASSES
 
 __all__ = [
     "DEFAULT_MIN_PIXELS",
+    "EXAMPLE_ROIS_VERSION",
     "LANDCOVER_ROI_CLASSES",
     "ROI_CRS",
     "ROI_SPLITS",
@@ -81,6 +91,7 @@ __all__ = [
     "pixel_features",
     "predict_scene",
     "read_rois",
+    "roi_weights",
     "rois_to_labels",
     "train_random_forest",
     "write_rois",
@@ -95,6 +106,8 @@ ROI_CRS = "EPSG:4326"
 ROI_SPLITS: tuple[str, str] = ("train", "validation")
 #: Below this many training pixels a class gets a warning.
 DEFAULT_MIN_PIXELS = 50
+#: Version of the placement of :func:`example_rois`; files of another version are redrawn.
+EXAMPLE_ROIS_VERSION = 2
 
 #: Class names and codes of the sample region's land cover (``landcover_<year>.tif``).
 LANDCOVER_ROI_CLASSES: dict[str, int] = {
@@ -649,6 +662,12 @@ def _line_at(dist: np.ndarray, center: np.ndarray, max_length: float, clear: flo
     return shapely.LineString([ends[0], (col, row), ends[1]])
 
 
+def _class_edges(cover: np.ndarray, code: int, width: float) -> np.ndarray:
+    """Pixels of class ``code`` within ``width`` pixels of another class (nodata is no class)."""
+    inside = cover == code
+    return inside & (ndimage.distance_transform_edt(inside | (cover == 0)) <= width)
+
+
 def example_rois(
     region: Any,
     date: str = "2021-06-15",
@@ -656,21 +675,28 @@ def example_rois(
     max_fraction: float = 0.005,
     polygons: tuple[int, int] = (6, 2),
     lines: tuple[int, int] = (3, 1),
-    point_density: tuple[float, float] = (1e-3, 2.5e-4),
+    point_density: tuple[float, float] = (1.6e-3, 4e-4),
+    edge_share: float = 0.5,
+    area_power: float = 0.75,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Draw example ROIs on the sample region the way a person would, from its land cover.
 
     For each land-cover class (:data:`LANDCOVER_ROI_CLASSES`) a few small polygons and bent
     polylines are placed inside homogeneous areas of the ground truth (at a distance from any
-    other class, computed with a Euclidean distance transform), spread over the class's extent,
-    away from clouds, cloud shadows and nodata. Then points are clicked on pixels of the class
-    all over the scene, edges of fields and single roofs included: polygons alone sample only
-    the easy interiors, and a classifier trained on them fails on the mixed pixels that make up
-    much of a 1 m scene. Larger classes get larger polygons and more points (in proportion to
-    the square root of each class's area, as a person spends more clicks on what covers more
-    ground). The polygons are shrunk, if needed, so that at most ``max_fraction`` of the pixels
-    are labelled.
+    other class, computed with a Euclidean distance transform), spread over the class's extent.
+    Then points are clicked on pixels of the class all over the scene: a share ``edge_share``
+    of them on the difficult pixels within 2 px of another class (field edges, single roofs,
+    the ground between houses), the rest anywhere in the class. Polygons alone sample only the
+    easy interiors, and a classifier trained on them fails on the mixed pixels that make up
+    much of a 1 m scene. Larger classes get more points and larger polygons, in proportion to
+    ``area ** area_power`` (a person spends more clicks on what covers more ground, but not
+    in full proportion: small classes need their share too).
+
+    Like a person, the placement keeps 4 px away from clouds and from nodata; the ground in
+    the shadow of a cloud is visible (darker) and is drawn on like any other ground. The
+    polygons are shrunk, if needed, so that at most ``max_fraction`` of the pixels are
+    labelled; then points and lines of the most labelled class are dropped if still needed.
 
     Args:
         region: A :class:`helpers.sample_data.SampleRegion`.
@@ -679,16 +705,22 @@ def example_rois(
         polygons: ``(train, validation)`` polygons per class.
         lines: ``(train, validation)`` polylines per class.
         point_density: ``(train, validation)`` points per scene pixel, shared between the
-            classes (the default clicks about 4 200 + 1 050 points on a 2048 x 2048 scene).
+            classes (the default clicks about 6 700 + 1 700 points on a 2048 x 2048 scene).
+        edge_share: Share of each class's points on pixels within 2 px of another class.
+        area_power: Classes get points and polygon area in proportion to
+            ``area ** area_power`` (0: the same for every class, 1: in proportion to area).
         seed: Seed of the placement; the same inputs give the same ROIs.
 
     Returns:
-        A GeoJSON FeatureCollection (EPSG:4326) with ``class`` and ``split`` properties.
+        A GeoJSON FeatureCollection (EPSG:4326) with ``class`` and ``split`` properties, and
+        a foreign member ``example_rois`` recording the version and arguments of the
+        placement (read by :func:`ensure_example_rois`).
 
     A class without any clear pixel (absent from a small region) gets no ROI, with a warning.
 
     Raises:
         KeyError: ``date`` is not a date of the region.
+        ValueError: ``edge_share`` is outside [0, 1] or ``max_fraction`` outside (0, 1].
 
     Example:
         >>> fc = example_rois(region, "2021-06-15")  # doctest: +SKIP
@@ -699,6 +731,10 @@ def example_rois(
         raise KeyError(
             f"date {date!r} is not a date of the region; choose one of {sorted(region.scenes)}."
         )
+    if not 0.0 <= edge_share <= 1.0:
+        raise ValueError(f"edge_share={edge_share!r} must be in [0, 1] (0.5: half the points).")
+    if not 0.0 < max_fraction <= 1.0:
+        raise ValueError(f"max_fraction={max_fraction!r} must be in (0, 1], e.g. 0.005.")
     with raster.open_raster(region.landcover[date]) as ds:
         cover = ds.read(1)
         transform, crs = ds.transform, ds.crs
@@ -706,22 +742,26 @@ def example_rois(
     if date in region.clouds:
         with raster.open_raster(region.clouds[date]) as ds:
             clouds = ds.read(1)
-        # a person keeps away from clouds and their shadows (and their blurred edges)
-        usable &= ~ndimage.binary_dilation((clouds == 1) | (clouds == 2), iterations=4)
+        # a person keeps away from clouds (and their blurred edges), not from their shadows
+        usable &= ~ndimage.binary_dilation(clouds == 1, iterations=4)
     with raster.open_raster(region.scenes[date]) as ds:
         usable &= ds.read_masks(1) > 0
+    usable &= ndimage.distance_transform_edt(cover > 0) > 4  # away from the swath edge too
     budget = int(max_fraction * cover.size)
     areas = {
-        name: int(np.count_nonzero(cover == code)) for name, code in LANDCOVER_ROI_CLASSES.items()
+        name: int(np.count_nonzero(usable & (cover == code)))
+        for name, code in LANDCOVER_ROI_CLASSES.items()
     }
-    weights = {name: math.sqrt(area) for name, area in areas.items()}
+    weights = {name: float(area) ** area_power if area else 0.0 for name, area in areas.items()}
+    total_weight = sum(weights.values()) or 1.0
     points = tuple(round(d * cover.size) for d in point_density)
     quota = {"polygon": polygons, "line": lines, "point": points}
     to_lonlat = _pixel_to_lonlat(transform, crs)
     features: list[tuple[str, str, str, Any]] = []  # class, split, kind, geometry (pixels)
     for name, code in LANDCOVER_ROI_CLASSES.items():
         rng = np.random.default_rng([seed, code])
-        dist = ndimage.distance_transform_edt(usable & (cover == code))
+        mine = usable & (cover == code)
+        dist = ndimage.distance_transform_edt(mine)
         if dist.max() < 1:
             logger.warning(
                 "class %r has no clear pixel in %s: no example ROI for it.",
@@ -729,10 +769,11 @@ def example_rois(
                 region.landcover[date],
             )
             continue
-        # polygon radius: from this class's share of 80 % of the budget (the rest is for
-        # lines and points), as large as the class's homogeneous areas allow
-        share = 0.8 * budget * weights[name] / sum(weights.values()) / max(sum(polygons), 1)
-        radius = float(np.clip(math.sqrt(share / (0.75 * math.pi)), 1.5, 25.0))
+        share = weights[name] / total_weight
+        # polygon radius: from this class's share of 40 % of the budget (points and lines
+        # take the rest), as large as the class's homogeneous areas allow
+        area = 0.4 * budget * share / max(sum(polygons), 1)
+        radius = float(np.clip(math.sqrt(area / (0.75 * math.pi)), 1.5, 25.0))
         while radius > 1.5 and np.count_nonzero(dist >= radius + 1.5) < 50 * sum(polygons):
             radius = max(1.5, radius * 0.8)
         spread = math.sqrt(max(areas[name], 1) / math.pi)  # radius of the class as one disc
@@ -749,12 +790,16 @@ def example_rois(
                 made += 1
                 if made == sum(lines):
                     break
-        share = weights[name] / sum(weights.values())
         n_points = [max(1, round(n * share)) for n in points]
         quota["point"] = (n_points[0], n_points[1])
-        clicked = np.flatnonzero(dist.ravel() >= 1)
-        clicked = np.sort(rng.choice(clicked, min(sum(n_points), len(clicked)), replace=False))
-        rng.shuffle(clicked)
+        edges = _class_edges(cover, code, 2.0) & mine
+        clicked = []
+        n_edge = round(sum(n_points) * edge_share)
+        for pool, n in ((edges, n_edge), (mine & ~edges, sum(n_points) - n_edge)):
+            candidates = np.flatnonzero(pool.ravel())
+            clicked.append(rng.choice(candidates, min(n, len(candidates)), replace=False))
+        clicked = np.concatenate(clicked)
+        rng.shuffle(clicked)  # edge and other points in both splits
         for index in clicked:
             row, col = np.array(divmod(int(index), cover.shape[1])) + 0.5
             drawn.append(("point", shapely.Point(col, row)))
@@ -767,7 +812,7 @@ def example_rois(
             features.append((name, split, kind, geometry))
     # measure what each ROI labels (on its own bounding window) and shrink the largest
     # polygons until the whole collection is within budget
-    counts = [_pixels_of(g, kind == "line") for _, _, kind, g in features]
+    counts = [1 if kind == "point" else _pixels_of(g, kind == "line") for _, _, kind, g in features]
     total = sum(counts)
     shrinkable = [i for i, f in enumerate(features) if f[2] == "polygon"]
     while total > budget and shrinkable and max(counts[i] for i in shrinkable) > 0:
@@ -798,8 +843,20 @@ def example_rois(
         total,
         100 * total / cover.size,
     )
+    placement = {
+        "version": EXAMPLE_ROIS_VERSION,
+        "date": date,
+        "max_fraction": max_fraction,
+        "polygons": list(polygons),
+        "lines": list(lines),
+        "point_density": list(point_density),
+        "edge_share": edge_share,
+        "area_power": area_power,
+        "seed": seed,
+    }
     return {
         "type": "FeatureCollection",
+        "example_rois": placement,
         "features": [
             {
                 "type": "Feature",
@@ -825,23 +882,46 @@ def _pixels_of(geometry: Any, all_touched: bool) -> int:
     return int(burned.sum())
 
 
+def _placement(date: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``example_rois`` member that :func:`example_rois` writes for these arguments."""
+    bound = inspect.signature(example_rois).bind(None, date, **kwargs)
+    bound.apply_defaults()
+    arguments = {k: v for k, v in bound.arguments.items() if k not in ("region", "date")}
+    placement = {"version": EXAMPLE_ROIS_VERSION, "date": date, **arguments}
+    return json.loads(json.dumps(placement))  # tuples as lists, as read back from the file
+
+
 def ensure_example_rois(
     region: Any, date: str = "2021-06-15", *, overwrite: bool = False, **kwargs: Any
 ) -> Path:
     """Write the region's example ROIs to ``rois_<date>.geojson`` next to it, if missing.
 
+    A file written by another version of :func:`example_rois`, or with other arguments, is
+    drawn and written again (its ``example_rois`` member records both), so a region generated
+    once keeps up with the placement.
+
     Args:
         region: A :class:`helpers.sample_data.SampleRegion`.
         date: The scene's date.
-        overwrite: Draw and write them again even if the file exists.
+        overwrite: Draw and write them again even if the file is up to date.
         **kwargs: Passed to :func:`example_rois`.
 
     Returns:
         The path of the GeoJSON file (see :func:`example_rois_path`).
+
+    Raises:
+        TypeError: ``kwargs`` holds an argument :func:`example_rois` does not take.
     """
     path = example_rois_path(region, date)
+    wanted = _placement(date, kwargs)
     if path.is_file() and not overwrite:
-        return path
+        try:
+            written = json.loads(path.read_text()).get("example_rois")
+        except (OSError, ValueError, AttributeError):
+            written = None
+        if written == wanted:
+            return path
+        logger.info("%s was drawn by another placement (%s); drawing it again.", path, written)
     collection = example_rois(region, date, **kwargs)
     return atomic_write_text(path, json.dumps(collection, indent=1) + "\n")
 
@@ -964,6 +1044,74 @@ class PixelClassifier:
             out[valid] = self.model.predict(flat[valid]).astype(np.uint8)
         return out.reshape(features.shape[1:])
 
+    @property
+    def codes(self) -> list[int]:
+        """Class codes in increasing order: the channels of :meth:`__call__`."""
+        return sorted(self.classes.values())
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Class probabilities of a batch of images, so that the forest is a per-pixel model.
+
+        With this, :func:`helpers.inference.predict` takes the forest like a Keras model::
+
+            inference.predict(forest, scene, "rf.tif", card=forest.model_card(),
+                              output="classes")
+
+        Each image's features are computed on the image alone (edges reflected), so pixels
+        near an image's edge get slightly different texture features than in
+        :func:`predict_scene`, which reads context around every block; the overlapping,
+        smoothly blended patches of ``predict`` keep the difference small.
+
+        Args:
+            batch: ``(n, rows, cols, bands)`` raw band values (the classifier's bands, in
+                order; :meth:`model_card` makes ``predict`` pass them unscaled).
+
+        Returns:
+            float32 ``(n, rows, cols, k)``: the forest's class probabilities, channel ``i``
+            for the ``i``-th class code of :attr:`codes`; all 0 where a pixel is invalid.
+
+        Raises:
+            ValueError: ``batch`` is not 4-D with one band per classifier band.
+        """
+        batch = np.asarray(batch)
+        if batch.ndim != 4 or batch.shape[-1] != len(self.band_names):
+            raise ValueError(
+                f"batch has shape {batch.shape}; the forest takes (n, rows, cols, "
+                f"{len(self.band_names)}) images with bands {list(self.band_names)}."
+            )
+        channel = {code: i for i, code in enumerate(self.codes)}
+        columns = [channel[int(code)] for code in self.model.classes_]
+        out = np.zeros((*batch.shape[:3], len(channel)), dtype=np.float32)
+        for i, image in enumerate(batch):
+            features = self.features(np.moveaxis(image, -1, 0))
+            flat = features.reshape(features.shape[0], -1).T
+            valid = np.isfinite(flat).all(axis=1)
+            if valid.any():
+                probabilities = np.zeros((flat.shape[0], len(channel)), dtype=np.float32)
+                probabilities[np.ix_(valid, columns)] = self.model.predict_proba(flat[valid])
+                out[i] = probabilities.reshape(*features.shape[1:], len(channel))
+        return out
+
+    def model_card(self, tile_size: int = 512) -> dict[str, Any]:
+        """A model card that lets :func:`helpers.inference.predict` run the forest.
+
+        Args:
+            tile_size: The patch size ``predict`` uses by default.
+
+        Returns:
+            ``{"bands", "scaling", "tile_size", "classes", "training_data"}``: the bands by
+            name, raw values (the forest computes its own features), and ``{code: name}``,
+            so the label map holds the class codes.
+        """
+        names = {code: name for name, code in self.classes.items()}
+        return {
+            "bands": list(self.band_names),
+            "scaling": {"method": "linear", "scale": 1.0, "offset": 0.0},
+            "tile_size": int(tile_size),
+            "classes": {code: names[code] for code in self.codes},
+            "training_data": str(self.training.get("scene", "")),
+        }
+
 
 def _blocks(height: int, width: int, size: int) -> Iterator[Window]:
     for row in range(0, height, size):
@@ -987,6 +1135,38 @@ def _read_with_halo(
     return data, inner
 
 
+def roi_weights(target: np.ndarray, window: int = 9) -> np.ndarray:
+    """Sample weights that let sparse labels count as much as dense ones.
+
+    Each labelled pixel weighs ``1 / n``, where ``n`` is the number of pixels of its class
+    labelled in the ``window x window`` square centred on it (itself included): a lone point
+    weighs 1, a pixel inside a large polygon ``1 / window**2``.
+
+    Args:
+        target: ``(rows, cols)`` class codes, :data:`~helpers.labels.IGNORE_VALUE` unlabelled.
+        window: Side of the square in pixels (odd, >= 1).
+
+    Returns:
+        float32 ``(rows, cols)``: the weights, 0 on unlabelled pixels.
+
+    Raises:
+        ValueError: ``window`` is not an odd positive integer.
+
+    Example:
+        >>> target = np.full((5, 5), 255, np.uint8); target[2, 2] = 1; target[0, :2] = 2
+        >>> roi_weights(target, 3)[[2, 0], [2, 0]].tolist()
+        [1.0, 0.5]
+    """
+    if isinstance(window, bool) or int(window) != window or window < 1 or window % 2 == 0:
+        raise ValueError(f"window={window!r} must be an odd number of pixels, e.g. 9.")
+    weights = np.zeros(target.shape, dtype=np.float32)
+    for code in np.unique(target[target != labels.IGNORE_VALUE]):
+        mine = target == code
+        counts = ndimage.uniform_filter(mine.astype(np.float32), int(window), mode="constant")
+        weights[mine] = 1.0 / np.maximum(np.rint(counts[mine] * window * window), 1.0)
+    return weights
+
+
 def train_random_forest(
     scene: PathLike,
     roi_labels: RoiLabels,
@@ -998,6 +1178,7 @@ def train_random_forest(
     seed: int = 0,
     n_jobs: int = -1,
     feature_options: Mapping[str, Any] | None = None,
+    density_window: int | None = 9,
     progress: bool = False,
 ) -> PixelClassifier:
     """Fit a random forest on the labelled pixels of one split.
@@ -1005,6 +1186,12 @@ def train_random_forest(
     Features are computed block by block (only blocks holding labels are read), with enough
     context around each block for the texture windows, so memory stays bounded on large scenes
     and the features equal those :func:`predict_scene` computes.
+
+    A polygon labels hundreds of neighbouring pixels that look alike, a point one pixel where
+    the person thought it mattered. Left as they are, the polygons' easy interiors outvote the
+    points; so each pixel weighs ``1 / n``, ``n`` the number of pixels of its class labelled in
+    the ``density_window`` square around it (:func:`roi_weights`): a polygon counts about as
+    much as the points that would cover it sparsely, a lone point fully.
 
     Args:
         scene: The scene's GeoTIFF (the grid of ``roi_labels``).
@@ -1017,6 +1204,8 @@ def train_random_forest(
         seed: Seed of the subsampling and of the forest.
         n_jobs: Parallel jobs of the forest (-1: all cores).
         feature_options: Keyword arguments of :func:`pixel_features`.
+        density_window: Side of the window of the sample weights (odd pixels); None weighs
+            every labelled pixel the same.
         progress: Show a progress bar.
 
     Returns:
@@ -1043,7 +1232,12 @@ def train_random_forest(
         )
     if not (target != labels.IGNORE_VALUE).any():
         raise RoiError(f"no labelled pixels in split {split!r}; draw ROIs with this split.")
-    xs, ys = [], []
+    weights = (
+        roi_weights(target, density_window)
+        if density_window
+        else (target != labels.IGNORE_VALUE).astype(np.float32)
+    )
+    xs, ys, ws = [], [], []
     names: list[str] = []
     with raster.open_raster(scene) as ds:
         indexes = list(range(1, ds.count + 1))
@@ -1060,7 +1254,8 @@ def train_random_forest(
             keep = (block_labels != labels.IGNORE_VALUE) & np.isfinite(feats).all(axis=0)
             xs.append(feats[:, keep].T)
             ys.append(block_labels[keep])
-    x, y = np.concatenate(xs), np.concatenate(ys)
+            ws.append(weights[window.toslices()][keep])
+    x, y, w = np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
     rng = np.random.default_rng(seed)
     if max_samples_per_class is not None:
         keep_idx = []
@@ -1070,14 +1265,14 @@ def train_random_forest(
                 idx = np.sort(rng.choice(idx, max_samples_per_class, replace=False))
             keep_idx.append(idx)
         order = np.concatenate(keep_idx)
-        x, y = x[order], y[order]
+        x, y, w = x[order], y[order], w[order]
     model = RandomForestClassifier(
         n_estimators=n_estimators,
         min_samples_leaf=2,
         n_jobs=n_jobs,
         random_state=seed,
     )
-    model.fit(x, y)
+    model.fit(x, y, sample_weight=w / w.mean())
     counts = {roi_labels.class_names[int(c)]: int((y == c).sum()) for c in np.unique(y)}
     return PixelClassifier(
         model=model,
@@ -1092,6 +1287,7 @@ def train_random_forest(
             "split": split,
             "pixels": counts,
             "n_estimators": n_estimators,
+            "density_window": density_window,
             "seed": seed,
             "seconds": round(time.perf_counter() - started, 2),
         },

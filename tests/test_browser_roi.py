@@ -54,21 +54,27 @@ def _prepare_notebook_08(tmp_path: Path) -> tuple[Path, int, int]:
     Returns the copy and the indices of its editor cell and of the cell that burns the ROIs.
     """
     import papermill as pm
+    import yaml
 
     from helpers.sample_data import ensure_sample_region
 
     region = tmp_path / "region"
     ensure_sample_region(region, size=256, seed=42, progress=False)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny",
+                "sample": {"folder": str(region), "size": 256, "seed": 42},
+                "outputs": {"root": str(tmp_path / "outputs")},
+            }
+        )
+    )
     copy = tmp_path / NOTEBOOK.name
     parameters = {
-        "DATA_DIR": str(region),
-        "SCENE_SIZE": 256,
-        "SEED": 42,
+        "REGION": str(config),
         "USE_EXAMPLE_ROIS": False,  # the ROIs are the ones drawn below
         "ROI_FILE": str(tmp_path / "rois" / "drawn.geojson"),
-        "MAP_DIR": str(tmp_path / "maps"),
-        "MODEL_DIR": str(tmp_path / "models"),
-        "OUTPUT_DIR": str(tmp_path / "figures"),
     }
     pm.execute_notebook(
         str(NOTEBOOK), str(copy), parameters=parameters, prepare_only=True, progress_bar=False

@@ -111,6 +111,26 @@ def test_setup_cell_is_the_shared_one(notebook):
     )
 
 
+def test_setup_cell_installs_on_colab_every_dependency_it_may_lack():
+    """A dependency added to pyproject.toml reaches Colab users: the Setup cell's install list is
+    every core dependency (with its version range) except Colab's own Keras/TensorFlow and the
+    local-only tools, and each is checked under the module name it is imported by."""
+    import importlib.util
+
+    cell = notebook_setup.setup_cell()
+    wanted_source = cell.split("wanted = ", 1)[1].split("\n    missing", 1)[0]
+    wanted = ast.literal_eval(wanted_source)
+    for name, requirement in notebook_setup.core_dependencies().items():
+        if name in notebook_setup.COLAB_SKIP:
+            assert requirement not in wanted.values(), f"{name} must not be reinstalled on Colab"
+        else:
+            assert requirement in wanted.values(), f"{name} is not installed on Colab"
+    for module in wanted:  # a wrong import name would reinstall the package every time
+        assert importlib.util.find_spec(module) is not None, f"no module {module!r} in this env"
+    assert "keras" not in wanted and "tensorflow" not in wanted
+    assert "output.enable_custom_widget_manager()" in cell and "check_environment()" in cell
+
+
 def test_readme_lists_every_notebook_with_its_badge():
     readme = (ROOT / "README.md").read_text()
     for nb in NOTEBOOKS:

@@ -39,15 +39,6 @@ def _region(ctx: dict) -> dict:
     return {"REGION": str(ctx["config"])}
 
 
-def _region_and_figures(ctx: dict, name: str) -> dict:
-    return {
-        "DATA_DIR": str(ctx["region"]),
-        "SCENE_SIZE": SMALL_SCENE,
-        "SEED": SEED,
-        "OUTPUT_DIR": str(ctx["out"] / "figures" / name),
-    }
-
-
 _TILE_TRAINING = {
     "EPOCHS": 1,
     "STEPS_PER_EPOCH": 2,
@@ -80,9 +71,8 @@ NOTEBOOK_PARAMETERS = {
     "07_postprocessing": lambda ctx: _region(ctx) | {"ZOOM_SIZE": 96},
     # 08: example ROIs on the small region; a tiny U-Net for one epoch; a 256 px new region.
     "08_roi_labelling": lambda ctx: (
-        _region_and_figures(ctx, "08_roi_labelling")
+        _region(ctx)
         | {
-            "ROI_FILE": str(ctx["out"] / "rois" / "08_my_rois.geojson"),
             "RF_TREES": 10,
             "PATCH_SIZE": 32,
             "FILTERS": 4,
@@ -92,8 +82,6 @@ NOTEBOOK_PARAMETERS = {
             "PREDICT_PATCH": 128,
             "NEW_DATA_DIR": str(ctx["out"] / "new_region"),
             "NEW_SCENE_SIZE": 256,
-            "MAP_DIR": str(ctx["out"] / "maps" / "08_roi_labelling"),
-            "MODEL_DIR": str(ctx["out"] / "models"),
         }
     ),
 }
@@ -116,10 +104,7 @@ def test_notebook_runs_with_small_parameters(notebook, ctx):
     params = NOTEBOOK_PARAMETERS[notebook.stem](ctx)
     run = run_notebooks.run_notebook(notebook, ctx["out"], params, html=False, timeout=900)
     assert Path(run.output).exists()
-    if "REGION" in params:
-        folder = load_region(params["REGION"]).figures_dir(notebook.stem)
-    else:
-        folder = Path(params["OUTPUT_DIR"])
+    folder = load_region(params["REGION"]).figures_dir(notebook.stem)
     assert sorted(folder.glob("*.png")), f"{notebook.name} saved no figure under {folder}"
 
 

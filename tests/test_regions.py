@@ -53,6 +53,7 @@ def test_the_sample_config_describes_the_sample_region(sample_config):
     assert region.seed == 3  # the sample's seed unless training.seed says otherwise
     assert region.outputs.models == sample_config.parent / "out" / "models"
     assert set(region.clouds) == set(region.dates)
+    assert region.sample_root == sample_config.parent / "region"
     with rasterio.open(region.scenes[region.dates[0]]) as src:
         outlines = region.read_labels(region.dates[0], crs=src.crs)
     assert len(outlines) > 0 and outlines.crs == src.crs
@@ -71,7 +72,7 @@ def test_a_foreign_region_gets_its_bands_classes_and_scaling_from_the_config(for
     region = load_region(foreign_region)
     assert region.band_names == ("pan",)  # the file has no band description; the config names it
     assert region.rgb is None and region.display_bands == [1]
-    assert region.nodata is None
+    assert region.nodata is None and region.sample_root is None
     scaling = region.input_scaling()
     assert scaling["method"] == "uint8_stretch" and len(scaling["limits"]) == 1
     assert region.class_names == {0: "other", 1: "refugee camp"}

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
+from conftest import synthetic_reflectance
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyproj import Transformer
@@ -267,6 +268,35 @@ def test_example_rois_are_deterministic_sparse_and_on_their_class(region):
     assert sum(result.counts["validation"].values()) > 0
 
 
+def test_example_points_go_to_edges_as_asked(region):
+    date = region.dates[0]
+    with rasterio.open(region.landcover[date]) as ds:
+        cover = ds.read(1)
+    near_other = np.zeros(cover.shape, bool)  # within 2 px of another class
+    for code in np.unique(cover[cover > 0]):
+        near_other |= rois._class_edges(cover, int(code), 2.0)
+    share = {}
+    for edge_share in (0.0, 0.8):
+        fc = rois.example_rois(region, date, max_fraction=0.02, edge_share=edge_share)
+        points = [f["geometry"]["coordinates"] for f in fc["features"]
+                  if f["geometry"]["type"] == "Point"]  # fmt: skip
+        with rasterio.open(region.landcover[date]) as ds:
+            rows, cols = rasterio.transform.rowcol(
+                ds.transform, *Transformer.from_crs("EPSG:4326", ds.crs, always_xy=True)
+                .transform(*np.array(points).T),
+            )  # fmt: skip
+        share[edge_share] = near_other[rows, cols].mean()
+        assert fc["example_rois"]["edge_share"] == edge_share
+    assert share[0.0] < 0.05 and share[0.8] > 0.75
+
+
+def test_example_rois_check_their_arguments(region):
+    with pytest.raises(ValueError, match="edge_share"):
+        rois.example_rois(region, region.dates[0], edge_share=1.5)
+    with pytest.raises(ValueError, match="max_fraction"):
+        rois.example_rois(region, region.dates[0], max_fraction=0)
+
+
 def test_ensure_example_rois_writes_once(region):
     date = region.dates[0]
     path = rois.ensure_example_rois(region, date)
@@ -275,6 +305,25 @@ def test_ensure_example_rois_writes_once(region):
     assert rois.ensure_example_rois(region, date) == path
     assert path.stat().st_mtime_ns == stamp
     assert len(rois.read_rois(path)) > 0
+    recorded = json.loads(path.read_text())["example_rois"]
+    assert recorded["version"] == rois.EXAMPLE_ROIS_VERSION and recorded["date"] == date
+
+
+def test_ensure_example_rois_redraws_an_outdated_file(region):
+    date = region.dates[1]
+    path = rois.ensure_example_rois(region, date)
+    old = json.loads(path.read_text())
+    del old["example_rois"]  # a file of the first placement records nothing
+    old["features"] = old["features"][:3]
+    path.write_text(json.dumps(old))
+    rois.ensure_example_rois(region, date)
+    redrawn = json.loads(path.read_text())
+    assert len(redrawn["features"]) > 3 and "example_rois" in redrawn
+    # other arguments: drawn again with them
+    rois.ensure_example_rois(region, date, edge_share=0.2)
+    assert json.loads(path.read_text())["example_rois"]["edge_share"] == 0.2
+    with pytest.raises(TypeError):
+        rois.ensure_example_rois(region, date, colour="red")
 
 
 def test_example_rois_unknown_date(region):
@@ -326,6 +375,73 @@ def test_random_forest_predicts_the_scene_blockwise(make_geotiff, tmp_path):
         rois.predict_scene(forest, scene, small, progress=False)
     scores = rois.evaluate_label_map(small, truth, CLASSES)
     assert scores["overall_accuracy"] > 0.9 and set(scores["iou"]) == set(CLASSES)
+
+
+def test_the_forest_is_a_model_for_inference_predict(make_geotiff, tmp_path):
+    from helpers import inference
+
+    data = synthetic_reflectance(48, 64, seed=3)
+    data[:, :6, :6] = 0  # nodata corner
+    scene = make_geotiff("scene.tif", data=data, band_names=("blue", "green", "red", "nir"))
+    labels_ = rois.rois_to_labels(_three_cover_rois(), scene, classes=CLASSES)
+    forest = rois.train_random_forest(scene, labels_, n_estimators=20, n_jobs=1, seed=0)
+    exact = rois.predict_scene(forest, scene, tmp_path / "exact.tif", progress=False)
+    card = forest.model_card(tile_size=32)
+    assert card["classes"] == {1: "water", 2: "vegetation", 3: "soil"}
+    path = inference.predict(forest, scene, tmp_path / "predict.tif", card=card,
+                             output="classes", stride=16, progress=False)  # fmt: skip
+    with rasterio.open(exact) as a, rasterio.open(path) as b:
+        expected, got = a.read(1), b.read(1)
+        assert b.transform == a.transform
+    assert (got[:6, :6] == IGNORE_VALUE).all()  # nodata stays nodata
+    assert set(np.unique(got[6:, 6:])) <= {1, 2, 3}  # class codes, not channel numbers
+    assert (got == expected).mean() > 0.97  # texture near patch edges differs a little
+    probabilities = forest(np.moveaxis(data, 0, -1)[np.newaxis].astype(np.float32))
+    assert probabilities.shape == (1, 48, 64, 3)
+    np.testing.assert_allclose(probabilities[0, 6:, 6:].sum(axis=-1), 1.0, rtol=1e-5)
+    assert (probabilities[0, :6, :6] == 0).all()
+    with pytest.raises(ValueError, match="bands"):
+        forest(np.zeros((1, 8, 8, 3), np.float32))
+
+
+def test_roi_weights_let_points_count_like_polygons():
+    target = np.full((40, 40), IGNORE_VALUE, np.uint8)
+    target[5:25, 5:25] = 1  # a polygon of 400 pixels
+    target[30, 30] = 1  # a lone point of the same class
+    target[30, 10], target[30, 12] = 2, 2  # two points 2 px apart
+    weights = rois.roi_weights(target, 9)
+    assert weights[30, 30] == 1.0 and weights[30, 10] == 0.5
+    assert weights[15, 15] == pytest.approx(1 / 81)  # inside the polygon
+    assert weights[5, 5] == pytest.approx(1 / 25)  # its corner sees a quarter of the window
+    assert weights[target == IGNORE_VALUE].sum() == 0
+    assert weights[5:25, 5:25].sum() < 10  # the whole polygon weighs a few points
+    with pytest.raises(ValueError, match="odd"):
+        rois.roi_weights(target, 4)
+
+
+def test_density_weights_let_points_outweigh_a_polygon(make_geotiff):
+    # The water cover is uniform, so its pixels cannot be told apart: a big polygon says
+    # "water", three points on the same cover say "soil", and the forest can only weigh them.
+    # Unweighted, 3 points against 700 polygon pixels; weighted, against about a dozen.
+    data = synthetic_reflectance(48, 64, seed=3)
+    data[:, :, :21] = np.array([900, 1100, 600, 300])[:, None, None]
+    scene = make_geotiff("scene.tif", data=data, band_names=("blue", "green", "red", "nir"))
+    fc = collection(
+        (shapely.box(1, 1, 19, 40), "water", "train"),
+        *[(shapely.Point(col + 0.5, 44.5), "soil", "train") for col in (3, 6, 9)],
+        (shapely.box(25, 40, 35, 47), "vegetation", "train"),
+    )
+    labels_ = rois.rois_to_labels(fc, scene, classes=CLASSES, min_pixels=0)
+    image = np.moveaxis(data, 0, -1)[np.newaxis].astype(np.float32)
+    soil_probability = {}
+    for window in (None, 9):
+        forest = rois.train_random_forest(scene, labels_, n_estimators=30, n_jobs=1, seed=0,
+                                          density_window=window)  # fmt: skip
+        assert forest.training["density_window"] == window
+        soil = forest.codes.index(CLASSES["soil"])
+        soil_probability[window] = forest(image)[0, :, :12, soil].mean()
+    assert soil_probability[None] < 0.02  # 3 / 703
+    assert soil_probability[9] > 0.1  # 3 / (3 + about 12)
 
 
 def test_training_on_another_grid_is_an_error(make_geotiff):

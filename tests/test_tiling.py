@@ -560,8 +560,9 @@ def test_default_shards_hold_about_shard_bytes(scene, tmp_path, monkeypatch):
     with rasterio.open(scene) as src:
         patch_bytes = src.count * 16 * 16 * np.dtype(src.dtypes[0]).itemsize
     monkeypatch.setattr(tiling, "SHARD_BYTES", 3 * patch_bytes)  # three patches a shard
-    index = tiling.extract_patches(scene, tmp_path / "npz", windows, writer="npz", progress=False,
-                                   max_nodata_fraction=1.0)
+    index = tiling.extract_patches(
+        scene, tmp_path / "npz", windows, writer="npz", progress=False, max_nodata_fraction=1.0
+    )
     shards = sorted((tmp_path / "npz" / "shards").glob("*.npz"))
     assert len(shards) == -(-len(windows) // 3)
     with np.load(shards[0]) as first:

@@ -41,10 +41,57 @@ def colab_badge(notebook_name: str) -> str:
     return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
 
 
+# Core dependencies the Setup cell never installs on Colab: Colab's own Keras and TensorFlow
+# must stay, and the rest only run the notebooks locally or headless (make lab, make course).
+COLAB_SKIP = {"keras", "jupyterlab", "ipykernel", "papermill", "nbconvert"}
+# Import names that differ from the distribution's name.
+MODULE_NAMES = {
+    "scikit-image": "skimage",
+    "scikit-learn": "sklearn",
+    "matplotlib-scalebar": "matplotlib_scalebar",
+    "pystac-client": "pystac_client",
+    "pyyaml": "yaml",
+    "pillow": "PIL",
+}
+
+
+def core_dependencies() -> dict[str, str]:
+    """{distribution name: requirement} of pyproject.toml's core dependencies."""
+    import re
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return {
+        re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0].strip().lower(): req
+        for req in project["dependencies"]
+    }
+
+
+def colab_installs() -> dict[str, str]:
+    """{module: pip requirement} the Setup cell installs on Colab when the module is missing.
+
+    Every core dependency but :data:`COLAB_SKIP`, with its version range, so a package Colab
+    lacks arrives in a version the course supports; one Colab has is left alone (the environment
+    check then reports a version that is too old).
+    """
+    return {
+        MODULE_NAMES.get(name, name.replace("-", "_")): req
+        for name, req in core_dependencies().items()
+        if name not in COLAB_SKIP
+    }
+
+
 def setup_cell() -> str:
     """Source of the Setup cell."""
     url = repository_url()
     name = url.rsplit("/", 1)[1]
+    items = [f"{module!r}: {req!r}".replace("'", '"') for module, req in colab_installs().items()]
+    lines, line = [], "{"
+    for item in items:  # wrapped at about 100 characters, as ruff formats code
+        if len(line) + len(item) > 88:
+            lines.append(line.rstrip())
+            line = "              "
+        line += item + ", "
+    wanted = "\n".join([*lines, line.rstrip(", ") + "}"])
     return f'''{MARKER} (tools/notebook_setup.py writes it).
 import importlib.util
 import os
@@ -57,10 +104,8 @@ if IN_COLAB:
     course = Path("/content/{name}")
     if not course.exists():
         subprocess.run(["git", "clone", "--depth", "1", "{url}", str(course)], check=True)
-    # Colab ships TensorFlow, Keras, NumPy, SciPy and matplotlib: install only what it lacks.
-    wanted = {{"rasterio": "rasterio", "shapely": "shapely", "pyproj": "pyproj",
-              "skimage": "scikit-image", "matplotlib_scalebar": "matplotlib-scalebar",
-              "ipyleaflet": "ipyleaflet"}}
+    # Install only what Colab lacks (its TensorFlow and Keras stay); pyproject.toml's ranges.
+    wanted = {wanted}
     missing = [pkg for module, pkg in wanted.items() if importlib.util.find_spec(module) is None]
     if missing:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
