@@ -108,21 +108,28 @@ def test_notebook_runs_with_small_parameters(notebook, ctx):
     assert sorted(folder.glob("*.png")), f"{notebook.name} saved no figure under {folder}"
 
 
-@pytest.mark.notebook
-def test_tile_classification_fine_tunes_pretrained_weights(ctx, tmp_path):
-    """Notebook 03's other path: pretrained weights (a local file standing in for ImageNet's),
-    ImageNet scaling in the card, two-phase fine-tuning with discriminative learning rates."""
-    import json
-
+def _stand_in_imagenet_weights(folder: Path) -> Path:
+    """A ResNet50 no-top weights file in the legacy layout Keras publishes ImageNet weights in
+    (random weights, seed 0): what `weights: imagenet` would download, offline."""
     import h5py
     import keras
     from keras.src.legacy.saving import legacy_h5_format
 
     keras.utils.set_random_seed(0)
     backbone = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
-    weights = tmp_path / "resnet50_notop.h5"
-    with h5py.File(weights, "w") as f:  # the legacy layout Keras publishes ImageNet weights in
+    weights = folder / "resnet50_notop.h5"
+    with h5py.File(weights, "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, backbone)
+    return weights
+
+
+@pytest.mark.notebook
+def test_tile_classification_fine_tunes_pretrained_weights(ctx, tmp_path):
+    """Notebook 03's other path: pretrained weights (a local file standing in for ImageNet's),
+    ImageNet scaling in the card, two-phase fine-tuning with discriminative learning rates."""
+    import json
+
+    weights = _stand_in_imagenet_weights(tmp_path)
     notebook = ROOT / "notebooks" / "03_tile_classification.ipynb"
     config = write_small_config(
         ctx["config"].parent,
@@ -148,17 +155,9 @@ def test_unet_segmentation_with_a_pretrained_resnet50_encoder(ctx, tmp_path):
     """Notebook 05's optional path: the ResNet50-encoder U-Net with pretrained weights (a local
     file standing in for ImageNet's); the settlement card records the ImageNet scaling, the cloud
     model keeps reflectance, and both reload."""
-    import h5py
-    import keras
-    from keras.src.legacy.saving import legacy_h5_format
-
     from helpers import models
 
-    keras.utils.set_random_seed(0)
-    backbone = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
-    weights = tmp_path / "resnet50_notop.h5"
-    with h5py.File(weights, "w") as f:  # the legacy layout Keras publishes ImageNet weights in
-        legacy_h5_format.save_weights_to_hdf5_group(f, backbone)
+    weights = _stand_in_imagenet_weights(tmp_path)
     notebook = ROOT / "notebooks" / "05_unet_segmentation.ipynb"
     config = write_small_config(
         ctx["config"].parent,
