@@ -133,8 +133,6 @@ def scene_overlay(
     Example:
         >>> url, bounds = scene_overlay("scene.tif", max_size=512)  # doctest: +SKIP
     """
-    from PIL import Image
-
     info = raster.describe(scene)
     crs = raster.ensure_crs(info.crs, scene)
     chosen = list(bands) if info.count >= 3 else [1]
@@ -162,13 +160,7 @@ def scene_overlay(
     rgba = np.zeros((dst_height, dst_width, 4), dtype=np.uint8)
     rgba[..., :3] = np.round(np.nan_to_num(np.moveaxis(warped, 0, -1)) * 255).astype(np.uint8)
     rgba[..., 3] = np.where(alpha, 255, 0)
-    buffer = io.BytesIO()
-    Image.fromarray(rgba, mode="RGBA").save(buffer, format="PNG", optimize=True)
-    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-    west, south, east, north = transform_bounds(
-        _WEB_MERCATOR, "EPSG:4326", *_bounds(dst_transform, dst_width, dst_height)
-    )
-    return url, ((south, west), (north, east))
+    return _png_overlay(rgba, dst_transform)
 
 
 def class_overlay(
@@ -207,7 +199,6 @@ def class_overlay(
         ... # doctest: +SKIP
     """
     from matplotlib.colors import to_rgb
-    from PIL import Image
 
     if not classes:
         raise ValueError("classes is empty: pass {class name: code} for the classes to colour.")
@@ -246,13 +237,7 @@ def class_overlay(
         if 0 <= int(invisible) <= 255:
             table[int(invisible)] = 0
     rgba = table[warped]
-    buffer = io.BytesIO()
-    Image.fromarray(rgba, mode="RGBA").save(buffer, format="PNG", optimize=True)
-    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-    west, south, east, north = transform_bounds(
-        _WEB_MERCATOR, "EPSG:4326", *_bounds(dst_transform, dst_width, dst_height)
-    )
-    return url, ((south, west), (north, east))
+    return _png_overlay(rgba, dst_transform)
 
 
 def _bounds(transform: Any, width: int, height: int) -> tuple[float, float, float, float]:
@@ -263,6 +248,20 @@ def _bounds(transform: Any, width: int, height: int) -> tuple[float, float, floa
 # --------------------------------------------------------------------------------------------
 # The editor
 # --------------------------------------------------------------------------------------------
+
+
+def _png_overlay(rgba: np.ndarray, transform: Any) -> tuple[str, tuple]:
+    """An RGBA array on a Web Mercator grid as a PNG data URL and its lat/lon bounds."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, mode="RGBA").save(buffer, format="PNG", optimize=True)
+    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    height, width = rgba.shape[:2]
+    west, south, east, north = transform_bounds(
+        _WEB_MERCATOR, "EPSG:4326", *_bounds(transform, width, height)
+    )
+    return url, ((south, west), (north, east))
 
 
 def _geometry_key(geometry: Mapping[str, Any] | None) -> str:

@@ -422,18 +422,17 @@ def _read_aoi(value: Any, base: Path, config) -> Any:
     return shapely.union_all(gdf.geometry.to_numpy())
 
 
-def _scene_footprint(path: Path) -> tuple[Any, CRS | None, Any]:
-    """Footprint of a scene in its CRS and in EPSG:4326 (None without CRS)."""
+def _scene_footprint_lonlat(path: Path) -> Any:
+    """A scene's footprint in EPSG:4326 (edges densified), or None when it has no CRS."""
     with rasterio.open(path) as src:
-        box = shapely.box(*src.bounds)
         if src.crs is None:
-            return box, None, None
+            return None
+        box = shapely.box(*src.bounds)
         to_ll = Transformer.from_crs(src.crs, "EPSG:4326", always_xy=True)
-        lonlat = shapely.transform(
+        return shapely.transform(
             shapely.segmentize(box, max(src.bounds.right - src.bounds.left, 1) / 16),
             lambda xy: np.column_stack(to_ll.transform(*xy.T)),
         )
-        return box, src.crs, lonlat
 
 
 def _sample_parts(section: Mapping[str, Any], base: Path, config) -> dict[str, Any]:
@@ -782,7 +781,7 @@ def _check_labels(region: Region, config) -> None:
 def _check_aoi(region: Region, config) -> None:
     if region.aoi is None or region.sentinel2 is not None:
         return
-    _, crs, lonlat = _scene_footprint(region.scenes[region.dates[0]])
+    lonlat = _scene_footprint_lonlat(region.scenes[region.dates[0]])
     if lonlat is None:
         raise _fail(config, "aoi", "the scenes have no CRS, so an AOI in degrees cannot be placed.")
     if not region.aoi.intersects(lonlat):
