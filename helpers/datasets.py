@@ -46,7 +46,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from helpers import raster
+from helpers import raster, tiling
 from helpers.labels import IGNORE_LABEL, IGNORE_VALUE
 from helpers.splits import DEFAULT_NAMES as SPLITS
 
@@ -151,15 +151,15 @@ def load_shards(
     for path in shard_paths:
         with np.load(path) as data:
             shard_splits, shard_labels = data["splits"], data["labels"]
-            labelled = shard_labels != IGNORE_LABEL
-            for name in np.unique(shard_splits[labelled]):
-                counts[str(name)] = counts.get(str(name), 0) + int(
-                    (labelled & (shard_splits == name)).sum()
-                )
-            keep = labelled & (shard_splits == split)
-            if keep.any():
-                images.append(data["images"][keep])
-                labels.append(shard_labels[keep])
+        labelled = shard_labels != IGNORE_LABEL
+        for name in np.unique(shard_splits[labelled]):
+            counts[str(name)] = counts.get(str(name), 0) + int(
+                (labelled & (shard_splits == name)).sum()
+            )
+        keep = labelled & (shard_splits == split)
+        if keep.any():
+            images.append(tiling.read_shard(path, keep)["images"])
+            labels.append(shard_labels[keep])
     if not images:
         found = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()) if k) or "none"
         raise ValueError(
@@ -650,10 +650,13 @@ def _read_split(root: Path, split: str | None, what: str) -> dict[str, np.ndarra
         )
     parts: dict[str, list[np.ndarray]] = {"images": [], "ids": [], "splits": []}
     for path in shard_paths:
-        with np.load(path) as data:
-            keep = slice(None) if split is None else data["splits"] == split
-            for key in parts:
-                parts[key].append(data[key][keep])
+        keep = None
+        if split is not None:
+            with np.load(path) as data:
+                keep = data["splits"] == split
+        shard = tiling.read_shard(path, keep)
+        for key in parts:
+            parts[key].append(shard[key])
     return {key: np.concatenate(value) for key, value in parts.items()}
 
 

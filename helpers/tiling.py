@@ -30,9 +30,9 @@ Example:
 
 Conventions:
 
-* Arrays are channels-first ``(bands, rows, cols)`` as rasterio reads them; ``.npz`` shards store
-  ``images`` as ``(N, bands, rows, cols)`` in the source dtype. Keras code converts once with
-  :func:`helpers.raster.to_channels_last`.
+* Arrays are channels-first ``(bands, rows, cols)`` as rasterio reads them; :func:`read_shard`
+  returns a shard's ``images`` as ``(N, bands, rows, cols)`` in the source dtype. Keras code
+  converts once with :func:`helpers.raster.to_channels_last`.
 * Patches come out in row-major order (by ``row_off``, then ``col_off``) whatever the order of
   the windows passed in; the index lists them in that order.
 * A pixel is nodata when every band equals the raster's nodata value; pixels outside the raster
@@ -82,6 +82,7 @@ __all__ = [
     "patch_id",
     "patch_profile",
     "read_patch",
+    "read_shard",
     "scale_to_uint8",
     "tile_windows",
     "window_bounds",
@@ -102,6 +103,7 @@ SHARD_BYTES = 64 * 2**20
 
 _EXTENSIONS = {"geotiff": "tif", "png": "png", "jpeg": "jpg", "npz": "npz"}
 _PARTIAL = ".partial"  # suffix of files being written; never a final name
+_WRITE_CHUNK = 2**20  # bytes per write of a large shard array (CRC-32 and copy in cache)
 _INDEX_COLUMNS = [
     "id", "row_off", "col_off", "height", "width", "minx", "miny", "maxx", "maxy",
     "split", "label", "file", "status",
@@ -781,8 +783,18 @@ def _write_npz(final: Path, arrays: dict[str, Any]) -> None:
                     for item in value:
                         np.copyto(scratch, item)
                         fid.write(scratch.data)
-                else:
-                    np.lib.format.write_array(fid, np.asanyarray(value), allow_pickle=False)
+                    continue
+                array = np.asanyarray(value)
+                if array.dtype.hasobject or not array.flags.c_contiguous:
+                    np.lib.format.write_array(fid, array, allow_pickle=False)
+                    continue
+                # A large array (a piece) straight from its memory, a cache-sized slice at a
+                # time, with no copy (write_array would copy it to bytes in 16 MiB parts).
+                header = np.lib.format.header_data_from_array_1_0(array)
+                np.lib.format.write_array_header_1_0(fid, header)
+                flat = memoryview(array.reshape(-1).view(np.uint8))
+                for start in range(0, len(flat), _WRITE_CHUNK):
+                    fid.write(flat[start : start + _WRITE_CHUNK])
     os.replace(tmp, final)
 
 
@@ -973,16 +985,21 @@ def _owned_paths(root: Path) -> list[Path]:
     return [root / n for n in names if (root / n).exists()]
 
 
-def _prepare_out_dir(root: Path, config: dict, overwrite: bool) -> None:
+def _previous_config(root: Path) -> dict | None:
+    """The ``config`` of ``root/index.json``; None without one, {} when unreadable."""
     meta_path = root / "index.json"
+    if not meta_path.is_file():
+        return None
+    try:
+        return json.loads(meta_path.read_text(encoding="utf-8")).get("config")
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+        return {}
+
+
+def _prepare_out_dir(root: Path, config: dict, overwrite: bool) -> None:
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(f"out_dir {root} is a file; pass a folder for the patches.")
-    previous = None
-    if meta_path.exists():
-        try:
-            previous = json.loads(meta_path.read_text(encoding="utf-8")).get("config")
-        except (json.JSONDecodeError, AttributeError):
-            previous = {}
+    previous = _previous_config(root)
     owned = _owned_paths(root) if root.exists() else []
     if previous == config and not overwrite:
         return  # resume (or a finished run: nothing left to write)
@@ -1084,11 +1101,16 @@ def extract_patches(
     "train")`` reads. Patches labelled ``IGNORE_LABEL`` (-1) or with split None are skipped there
     and listed in the index with status ``skipped_label`` / ``skipped_split``.
 
-    ``.npz`` shards are uncompressed ``np.savez`` archives holding ``images`` ``(N, bands, rows,
-    cols)`` (channels-first, source dtype), ``ids``, ``labels`` (-1 when none), ``splits`` (""
-    for None) and ``windows`` ``(N, 4)`` as ``row_off, col_off, height, width``. Shard ``k`` holds
-    the kept patches among windows ``k * shard_size`` to ``(k + 1) * shard_size - 1`` in
-    row-major order, so a shard may hold fewer than ``shard_size`` patches.
+    ``.npz`` shards are uncompressed ``np.savez`` archives holding ``ids``, ``labels`` (-1 when
+    none), ``splits`` ("" for None) and ``windows`` ``(N, 4)`` as ``row_off, col_off, height,
+    width``, and the pixels (channels-first, source dtype) in one of two layouts, whichever is
+    smaller: ``images`` ``(N, bands, rows, cols)``, one patch after another; or, when windows
+    overlap, ``piece_0``, ``piece_1``, ... ``(bands, rows, cols)`` rectangles that hold shared
+    pixels once, with ``piece_origins`` ``(P, 2)`` (their ``row_off, col_off``) and ``piece_of``
+    ``(N,)`` (each patch's piece). :func:`read_shard` returns ``images`` for both, and so do the
+    loaders of :mod:`helpers.datasets`. Shard ``k`` holds the kept patches among windows
+    ``k * shard_size`` to ``(k + 1) * shard_size - 1`` in row-major order, so a shard may hold
+    fewer than ``shard_size`` patches.
 
     ``index.geojson`` holds the patch footprints in the raster's own CRS, named with a ``"crs"``
     member as GDAL writes it (QGIS and geopandas place it correctly): footprints stay exact
@@ -1102,8 +1124,10 @@ def extract_patches(
     ``pool="process"``, go through GDAL file by file); ``workers > 1`` writes files in parallel.
     The ``npz`` writer holds one shard of patches until it is complete and writes it from a
     background thread while the next strips are decoded (see ``_ShardWriter``); by default
-    shards hold about ``SHARD_BYTES`` (64 MiB, e.g. 128 patches of 4 x 256 x 256 uint16), so
-    memory stays flat in scene size (about two shards).
+    shards hold about ``SHARD_BYTES`` of pixels (64 MiB, e.g. 128 patches of 4 x 256 x 256
+    uint16 side by side, or whole rows of overlapping ones), so memory stays flat in scene size
+    (about two shards). With overlap, pieces write each pixel about once instead of once per
+    patch: at half-patch stride a quarter of the bytes.
 
     Resuming: ``index.json`` with the run's ``config`` is written first. Calling again with the
     same configuration skips every patch whose final file (or shard) exists and writes the rest;
@@ -1136,7 +1160,7 @@ def extract_patches(
             background thread and ignores it.
         progress: Show a tqdm progress bar.
         shard_size: Windows per ``.npz`` shard; None (default) sizes shards to about
-            ``SHARD_BYTES``.
+            ``SHARD_BYTES`` of stored pixels, in whole rows of windows when they overlap.
         jpeg_quality: JPEG quality (1-95).
         compress: GeoTIFF compression of the patch files (e.g. ``"deflate"``); None (default)
             writes them uncompressed, which is fastest to write and to read back in training.
@@ -1167,12 +1191,6 @@ def extract_patches(
         profile, all_names = dict(ds.profile), raster._band_names(ds)
         height, width, crs, transform, nodata = ds.height, ds.width, ds.crs, ds.transform, ds.nodata
     _check_inputs(window_list, labels, splits, writer, layout, names_map, height, width, path)
-    if shard_size is None:
-        # Shards of about SHARD_BYTES keep memory flat whatever the scene and patch size.
-        first = window_list[0] if window_list else Window(0, 0, 1, 1)
-        patch_bytes = profile["count"] * first.height * first.width
-        patch_bytes *= np.dtype(profile["dtype"]).itemsize
-        shard_size = max(1, SHARD_BYTES // patch_bytes)
     image_writer = writer in ("png", "jpeg")
     if bands is None and image_writer:
         indexes = _default_image_bands(all_names)
@@ -1191,6 +1209,9 @@ def extract_patches(
     ordered = [window_list[i] for i in order]
     row_labels = [None if labels is None else int(labels[i]) for i in order]
     row_splits = [None if splits is None else splits[i] for i in order]
+    size_given = shard_size is not None
+    if shard_size is None:
+        shard_size = _default_shard_size(ordered, len(indexes), np.dtype(profile["dtype"]))
 
     config: dict[str, Any] = {
         "source": _source_identity(path),
@@ -1213,6 +1234,12 @@ def extract_patches(
         "compress": compress if writer == "geotiff" else None,
     }
     config = json.loads(json.dumps(config))  # the form it takes once read back from disk
+    if writer == "npz" and not size_given and not overwrite:
+        # The default shard size is an implementation choice, not part of the dataset: a
+        # folder written with another default (an earlier version) is resumed with its own.
+        previous = _previous_config(root)
+        if previous and {**previous, "shard_size": None} == {**config, "shard_size": None}:
+            shard_size = config["shard_size"] = previous["shard_size"]
     _prepare_out_dir(root, config, overwrite)
     root.mkdir(parents=True, exist_ok=True)
     _remove_partials(root)
@@ -1270,7 +1297,9 @@ def extract_patches(
         shard_remaining[shard_of[i]] += 1
 
     writes = _Pool(int(workers), pool)
-    shards = _ShardWriter(root, ordered, row_labels, row_splits) if writer == "npz" else None
+    shards = None
+    if writer == "npz":
+        shards = _ShardWriter(root, ordered, row_labels, row_splits, int(shard_size))
     templates = _TemplateCache()
     bar = tqdm(total=len(todo), desc="patches", unit="patch", disable=not progress)
     try:
@@ -1331,12 +1360,33 @@ def extract_patches(
         "scaling": limits,
         "class_names": config["class_names"],
         "footprint_crs": "raster CRS (index.geojson 'crs' member)",
-        "channels": "first: (bands, rows, cols); npz images (N, bands, rows, cols)",
+        "channels": "first: (bands, rows, cols); npz images (N, bands, rows, cols) or pieces",
         "counts": counts,
         "version": __version__,
     }
     atomic_write_text(root / "index.json", json.dumps(metadata, indent=2) + "\n")
     return PatchIndex(root, table, metadata)
+
+
+def _default_shard_size(ordered: list[Window], bands: int, dtype: np.dtype) -> int:
+    """Windows per shard so that a shard holds about :data:`SHARD_BYTES` of pixels.
+
+    Memory then stays flat whatever the scene and patch size. Overlapping windows are stored
+    as pieces (:func:`_shard_pieces`), which keep shared pixels once, so a shard takes as many
+    more windows as they overlap, rounded to whole rows of windows: a shard of whole rows of
+    a grid is one piece, and only the rows where two shards meet are stored twice.
+    """
+    first = ordered[0] if ordered else Window(0, 0, 1, 1)
+    size = max(1, SHARD_BYTES // (bands * first.height * first.width * dtype.itemsize))
+    if not _pieces_pay(ordered):
+        return size
+    pieces, _ = _shard_pieces(ordered)
+    stored = sum(p.height * p.width for p in pieces)
+    size = int(size * len(ordered) * first.height * first.width / stored)
+    per_row = sum(1 for w in ordered if w.row_off == first.row_off)
+    if size >= per_row:
+        size = round(size / per_row) * per_row
+    return max(1, size)
 
 
 def _jsonable(value: Any) -> Any:
@@ -1359,23 +1409,93 @@ def _nodata_fraction(
     return float(missing) / (window.height * window.width)
 
 
+def _shard_pieces(windows: Sequence[Window]) -> tuple[list[Window], list[int]]:
+    """Cover row-major windows of one size with a few rectangles that hold each pixel once.
+
+    Overlapping patches (``stride < size``) share most of their pixels: at half-patch stride
+    every pixel lies in four patches. A shard stores the rectangles ("pieces") instead, and a
+    patch is a slice of its piece. Windows of one row that touch or overlap (column step at most
+    the width) form a run; runs spanning the same columns in consecutive rows (row step at most
+    the height) merge into one piece. So a regular grid over the whole width is one piece per
+    shard, and every pixel of a piece lies in at least one window.
+
+    Args:
+        windows: Windows of one size, sorted by ``row_off`` then ``col_off``.
+
+    Returns:
+        ``(pieces, piece_of)``: the pieces as windows, and the piece index of every window.
+    """
+    h, w = windows[0].height, windows[0].width
+    pieces: list[list[int]] = []  # [row_off, col_off, last row_off, col_end]
+    piece_of: list[int] = []
+    open_runs: dict[tuple[int, int], int] = {}  # (col_off, col_end) of the last row -> piece
+    last_row: int | None = None
+    i = 0
+    while i < len(windows):
+        row = windows[i].row_off
+        j = i
+        while j < len(windows) and windows[j].row_off == row:
+            j += 1
+        runs, start = [], i
+        for m in range(i + 1, j + 1):
+            if m == j or windows[m].col_off - windows[m - 1].col_off > w:
+                runs.append((start, m))
+                start = m
+        follows = last_row is not None and row - last_row <= h
+        now_open: dict[tuple[int, int], int] = {}
+        for a, b in runs:
+            cols = (windows[a].col_off, windows[b - 1].col_off + w)
+            k = open_runs.get(cols) if follows else None
+            if k is None:
+                k = len(pieces)
+                pieces.append([row, cols[0], row, cols[1]])
+            else:
+                pieces[k][2] = row
+            now_open[cols] = k
+            piece_of.extend([k] * (b - a))
+        open_runs, last_row, i = now_open, row, j
+    boxes = [Window(c0, r0, c1 - c0, r1 + h - r0) for r0, c0, r1, c1 in pieces]
+    return boxes, piece_of
+
+
+def _pieces_pay(windows: Sequence[Window]) -> bool:
+    """True when pieces (:func:`_shard_pieces`) hold fewer pixels than the patches one by one."""
+    if not windows or len({(w.height, w.width) for w in windows}) != 1:
+        return False
+    pieces, _ = _shard_pieces(windows)
+    stored = sum(p.height * p.width for p in pieces)
+    return stored < len(windows) * windows[0].height * windows[0].width
+
+
 class _ShardWriter:
     """Collects the kept patches of each ``.npz`` shard and writes complete shards in the
     background.
 
-    Patches are held as they come from :func:`iter_patches` (mostly views into its strips, no
-    copy). When a shard is complete, one background thread streams it into the file patch by
-    patch -- copy to a contiguous scratch patch, CRC-32 of the zip, write, all while the patch
-    is in the CPU cache and all releasing the GIL -- while the main thread decodes the next
-    strips. At most one shard is being written while the next one fills, so memory is about two
-    shards of pixels whatever the scene's size. Shards complete in order (patches arrive
-    row-major), and errors of the writer are raised in the main thread.
+    Two layouts, chosen per shard from its planned windows, whichever stores fewer pixels:
+
+    * patches one by one (``images``), held as they come from :func:`iter_patches` (mostly
+      views into its strips, no copy) and streamed into the file patch by patch by the writer;
+    * pieces (:func:`_shard_pieces`) when the windows overlap: each kept patch is copied into
+      its piece as it arrives, so shared pixels are written once (at half-patch stride, a
+      quarter of the bytes) and no strip is held.
+
+    When a shard is complete, one background thread writes it (CRC-32 and write release the
+    GIL) while the main thread decodes the next strips. At most one shard is being written
+    while the next one fills, so memory is about two shards whatever the scene's size. Shards
+    complete in order (patches arrive row-major), and errors of the writer are raised in the
+    main thread.
     """
 
-    def __init__(self, root: Path, ordered: list[Window], labels: list, splits: list):
+    def __init__(self, root: Path, ordered: list[Window], labels: list, splits: list,
+                 shard_size: int) -> None:  # fmt: skip
         self.root, self.ordered, self.labels, self.splits = root, ordered, labels, splits
+        self.shard_size = shard_size
+        self.shard: int | None = None
         self.rows: list[int] = []
         self.images: list[np.ndarray] = []
+        self.pieces: list[Window] | None = None  # the current shard's pieces, if it uses them
+        self.piece_of: list[int] = []
+        self.buffers: dict[int, np.ndarray] = {}
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="npz-writer")
         self.pending: Future | None = None
 
@@ -1383,7 +1503,16 @@ class _ShardWriter:
     def name(k: int) -> str:
         return f"shard_{k:05d}.npz"
 
+    def _start(self, k: int) -> None:
+        planned = self.ordered[k * self.shard_size : (k + 1) * self.shard_size]
+        self.shard, self.pieces, self.piece_of, self.buffers = k, None, [], {}
+        if _pieces_pay(planned):
+            self.pieces, self.piece_of = _shard_pieces(planned)
+
     def add(self, i: int, array: np.ndarray) -> None:
+        k = i // self.shard_size
+        if k != self.shard:
+            self._start(k)
         if self.images and array.shape != self.images[0].shape:
             raise ValueError(
                 f"patch {patch_id(self.ordered[i])} has shape {array.shape} but its shard "
@@ -1391,15 +1520,22 @@ class _ShardWriter:
                 "size per extract_patches call."
             )
         self.rows.append(i)
-        self.images.append(array)
+        if self.pieces is None:
+            self.images.append(array)
+            return
+        j = self.piece_of[i - k * self.shard_size]
+        piece, window = self.pieces[j], self.ordered[i]
+        if j not in self.buffers:
+            self.buffers[j] = np.zeros((array.shape[0], piece.height, piece.width), array.dtype)
+        r, c = window.row_off - piece.row_off, window.col_off - piece.col_off
+        self.buffers[j][:, r : r + window.height, c : c + window.width] = array
 
     def finish(self, k: int, like: np.ndarray) -> None:
         """Hand shard ``k`` (the patches added since the last call) to the writer thread."""
         rows, ordered = self.rows, self.ordered
         offsets = [[ordered[i].row_off, ordered[i].col_off, ordered[i].height, ordered[i].width]
                    for i in rows]  # fmt: skip
-        arrays = {
-            "images": self.images or np.empty((0, *like.shape), dtype=like.dtype),
+        arrays: dict[str, Any] = {
             "ids": np.array([patch_id(ordered[i]) for i in rows], dtype=str),
             "labels": np.array(
                 [-1 if self.labels[i] is None else self.labels[i] for i in rows], "int64"
@@ -1407,10 +1543,25 @@ class _ShardWriter:
             "splits": np.array([self.splits[i] or "" for i in rows], dtype=str),
             "windows": np.array(offsets, dtype="int64").reshape(-1, 4),
         }
+        if self.shard == k and self.pieces is not None and self.buffers:
+            # Only the pieces some kept patch lies in, numbered in order of first use.
+            used = sorted(self.buffers)
+            number = {j: n for n, j in enumerate(used)}
+            pieces = [self.pieces[j] for j in used]
+            arrays["piece_of"] = np.array(
+                [number[self.piece_of[i - k * self.shard_size]] for i in rows], "int64"
+            )
+            arrays["piece_origins"] = np.array(
+                [[p.row_off, p.col_off] for p in pieces], "int64"
+            ).reshape(-1, 2)
+            for n, j in enumerate(used):
+                arrays[f"piece_{n}"] = self.buffers[j]
+        else:
+            arrays["images"] = self.images or np.empty((0, *like.shape), dtype=like.dtype)
         self.wait()  # at most one shard in flight: memory stays at about two shards
         final = self.root / "shards" / self.name(k)
         self.pending = self.executor.submit(_write_npz, final, arrays)
-        self.rows, self.images = [], []
+        self.rows, self.images, self.buffers, self.shard = [], [], {}, None
 
     def wait(self) -> None:
         """Wait for the shard being written; re-raise its error here."""
@@ -1422,6 +1573,48 @@ class _ShardWriter:
         """Let the shard being written finish (its error, if any, is left to :meth:`wait`,
         which a successful run calls first) and stop the thread."""
         self.executor.shutdown(wait=True)
+
+
+def read_shard(path: PathLike, keep: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Read an ``.npz`` shard written by :func:`extract_patches`, whatever its layout.
+
+    Args:
+        path: The shard (``out_dir/shards/shard_*.npz``).
+        keep: Boolean mask over the shard's patches; None reads them all.
+
+    Returns:
+        ``images`` ``(N, bands, rows, cols)`` in the source dtype, ``ids``, ``labels``,
+        ``splits`` and ``windows`` ``(N, 4)`` (``row_off, col_off, height, width``) of the kept
+        patches, in the shard's (row-major) order. Patches of a shard stored as pieces
+        (overlapping windows) are sliced out of them here.
+
+    Example:
+        >>> shard = read_shard("outputs/patches/shards/shard_00000.npz")  # doctest: +SKIP
+        >>> shard["images"].shape  # doctest: +SKIP
+        (128, 4, 256, 256)
+    """
+    with np.load(path) as data:
+        out = {key: data[key] for key in ("ids", "labels", "splits", "windows")}
+        mask = np.ones(len(out["ids"]), bool) if keep is None else np.asarray(keep, bool)
+        if mask.shape != out["ids"].shape:
+            raise ValueError(
+                f"keep has {mask.size} values but {path} holds {out['ids'].size} patches."
+            )
+        out = {key: value[mask] for key, value in out.items()}
+        if "images" in data.files:
+            out["images"] = data["images"][mask]
+            return out
+        piece_of, origins = data["piece_of"][mask], data["piece_origins"]
+        first = data["piece_0"]
+        h, w = (int(v) for v in out["windows"][0, 2:]) if len(piece_of) else (0, 0)
+        images = np.empty((len(piece_of), first.shape[0], h, w), first.dtype)
+        for j in np.unique(piece_of):
+            piece = first if j == 0 else data[f"piece_{j}"]
+            for n in np.flatnonzero(piece_of == j):
+                r, c = out["windows"][n, :2] - origins[j]
+                images[n] = piece[:, r : r + h, c : c + w]
+        out["images"] = images
+    return out
 
 
 def window_table(windows: Sequence[Window], transform: Affine) -> pd.DataFrame:

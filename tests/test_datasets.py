@@ -51,9 +51,9 @@ def shards(scene, tmp_path_factory) -> Path:
 def stored(out: Path) -> dict[str, np.ndarray]:
     parts: dict[str, list] = {"images": [], "labels": [], "splits": [], "ids": []}
     for path in sorted((out / "shards").glob("*.npz")):
-        with np.load(path) as data:
-            for key in parts:
-                parts[key].append(data[key])
+        data = tiling.read_shard(path)
+        for key in parts:
+            parts[key].append(data[key])
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 

@@ -262,9 +262,9 @@ def test_npz_extraction_streams_each_block_once(scene, tmp_path, monkeypatch):
     assert rows[-1][1] == HEIGHT
     assert len(index.files()) == -(-len(windows) // 5)  # shards written in the background
     for shard in index.files():
-        with np.load(shard) as data:
-            for image, (r, c, h, w) in zip(data["images"], data["windows"], strict=True):
-                np.testing.assert_array_equal(image, direct_read(scene, Window(c, r, w, h)))
+        data = tiling.read_shard(shard)
+        for image, (r, c, h, w) in zip(data["images"], data["windows"], strict=True):
+            np.testing.assert_array_equal(image, direct_read(scene, Window(c, r, w, h)))
 
 
 def test_strips_skip_rows_no_window_needs(scene, monkeypatch):
@@ -390,16 +390,16 @@ def test_npz_shards_hold_images_ids_labels_splits(scene, tmp_path):
     assert len(shards) == -(-len(windows) // 10)
     seen = []
     for shard in shards:
-        with np.load(shard) as data:
-            assert data["images"].dtype == np.uint16 and data["images"].shape[1:] == (4, 32, 32)
-            for image, pid, label, split, (r, c, h, w) in zip(
-                data["images"], data["ids"], data["labels"], data["splits"], data["windows"],
-                strict=True,
-            ):  # fmt: skip
-                position = [tiling.patch_id(x) for x in windows].index(pid)
-                assert (label, split or None) == (labels[position], splits[position])
-                np.testing.assert_array_equal(image, direct_read(scene, Window(c, r, w, h)))
-                seen.append(str(pid))
+        data = tiling.read_shard(shard)
+        assert data["images"].dtype == np.uint16 and data["images"].shape[1:] == (4, 32, 32)
+        for image, pid, label, split, (r, c, h, w) in zip(
+            data["images"], data["ids"], data["labels"], data["splits"], data["windows"],
+            strict=True,
+        ):  # fmt: skip
+            position = [tiling.patch_id(x) for x in windows].index(pid)
+            assert (label, split or None) == (labels[position], splits[position])
+            np.testing.assert_array_equal(image, direct_read(scene, Window(c, r, w, h)))
+            seen.append(str(pid))
     assert seen == index.written["id"].tolist()
     assert seen == sorted(seen)
 
@@ -555,6 +555,120 @@ def test_bad_extract_arguments(scene, tmp_path):
         tiling.extract_patches(tmp_path / "missing.tif", tmp_path, windows)
 
 
+def test_overlapping_patches_are_stored_once_as_pieces(scene, tmp_path):
+    # At half-patch stride every pixel lies in four patches; the shard keeps it once.
+    size = 16
+    windows = tiling.tile_windows(HEIGHT, WIDTH, size, 8)
+    index = tiling.extract_patches(scene, tmp_path / "npz", windows, writer="npz",
+                                   max_nodata_fraction=1.0, progress=False)  # fmt: skip
+    [shard] = index.files()  # the default shard holds the whole small grid: one piece
+    with np.load(shard) as data:
+        assert "images" not in data.files and data["piece_origins"].tolist() == [[0, 0]]
+        assert data["piece_0"].shape == (4, HEIGHT, WIDTH)
+    patch_bytes = len(windows) * 4 * size * size * 2
+    assert shard.stat().st_size < 0.35 * patch_bytes
+    data = tiling.read_shard(shard)
+    assert len(data["images"]) == len(windows)
+    for image, (r, c, h, w) in zip(data["images"], data["windows"], strict=True):
+        np.testing.assert_array_equal(image, direct_read(scene, Window(c, r, w, h)))
+    # Patches side by side (no overlap, so no saving) stay one after another.
+    apart = tiling.tile_windows(HEIGHT, WIDTH, size, edge="drop")
+    side = tiling.extract_patches(scene, tmp_path / "side", apart, writer="npz", progress=False)
+    with np.load(side.files()[0]) as data:
+        assert "images" in data.files and "piece_0" not in data.files
+
+
+def test_pieces_hold_kept_patches_only_and_load_like_patches(tmp_path):
+    # Nodata over the top-left corner: those patches are skipped, and a piece none of the kept
+    # patches lies in is not written; the loaders return exactly the kept patches.
+    data = synthetic_reflectance(64, 64, seed=5)
+    data[:, :40, :40] = 0
+    path = write_geotiff(tmp_path / "holes.tif", data, nodata=0)
+    windows = tiling.tile_windows(64, 64, 16, 8)
+    labels = [i % 2 for i in range(len(windows))]
+    splits = ["train" if w.col_off < 32 else "validation" for w in windows]
+    index = tiling.extract_patches(path, tmp_path / "npz", windows, writer="npz", labels=labels,
+                                   splits=splits, shard_size=10, progress=False)  # fmt: skip
+    assert (index.table.status == "skipped_nodata").sum() > 10
+    kept = index.written
+    for shard in index.files():
+        with np.load(shard) as stored:
+            pieces = [k for k in stored.files if k.startswith("piece_") and k[6:].isdigit()]
+            if "piece_of" in stored.files:
+                assert sorted(set(stored["piece_of"].tolist())) == list(range(len(pieces)))
+    images, found = datasets_load(tmp_path / "npz", "train")
+    wanted = kept[(kept.split == "train") & (kept.label != -1)]
+    assert len(images) == len(wanted) > 0
+    for image, (_, row) in zip(images, wanted.iterrows(), strict=True):
+        window = Window(row.col_off, row.row_off, 16, 16)
+        np.testing.assert_array_equal(image, np.moveaxis(direct_read(path, window), 0, -1))
+    assert found.tolist() == wanted.label.tolist()
+
+
+def datasets_load(out: Path, split: str):
+    from helpers import datasets
+
+    return datasets.load_shards(out, split=split)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    size=st.integers(1, 12),
+    step=st.integers(1, 14),
+    rows=st.integers(1, 6),
+    cols=st.integers(1, 6),
+    drop=st.lists(st.booleans(), min_size=36, max_size=36),
+)
+def test_shard_pieces_cover_exactly_the_windows(size, step, rows, cols, drop):
+    # Any row-major set of same-size windows (a grid with holes, overlapping, touching or with
+    # gaps): each window lies inside its piece, the pieces cover no pixel outside the windows,
+    # and they never store more pixels than the windows one by one.
+    windows = [
+        Window(c * step, r * step, size, size)
+        for r in range(rows)
+        for c in range(cols)
+        if not drop[r * 6 + c]
+    ]
+    if not windows:
+        return
+    pieces, piece_of = tiling._shard_pieces(windows)
+    assert len(piece_of) == len(windows)
+    extent = rows * step + size, cols * step + size
+    in_windows, in_pieces = np.zeros(extent, bool), np.zeros(extent, bool)
+    for window, k in zip(windows, piece_of, strict=True):
+        piece = pieces[k]
+        assert piece.row_off <= window.row_off
+        assert window.row_off + size <= piece.row_off + piece.height
+        assert piece.col_off <= window.col_off
+        assert window.col_off + size <= piece.col_off + piece.width
+        in_windows[
+            window.row_off : window.row_off + size, window.col_off : window.col_off + size
+        ] = True
+    for piece in pieces:
+        in_pieces[piece.row_off : piece.row_off + piece.height,
+                  piece.col_off : piece.col_off + piece.width] = True  # fmt: skip
+    np.testing.assert_array_equal(in_pieces, in_windows)
+    assert sum(p.height * p.width for p in pieces) <= len(windows) * size * size
+
+
+def test_a_folder_of_another_default_shard_size_is_resumed_not_refused(
+    scene, tmp_path, monkeypatch
+):
+    # Shards written by a version with another default size: running again with the default
+    # keeps them (the size is not part of the dataset); an explicit other size still refuses.
+    windows = tiling.tile_windows(HEIGHT, WIDTH, 16, 8)
+    out = tmp_path / "npz"
+    with monkeypatch.context() as patch:
+        patch.setattr(tiling, "SHARD_BYTES", 2**14)
+        first = tiling.extract_patches(scene, out, windows, writer="npz", progress=False)
+    before = tree_sha256(out)
+    again = tiling.extract_patches(scene, out, windows, writer="npz", progress=False)
+    assert tree_sha256(out) == before
+    assert again.metadata["config"]["shard_size"] == first.metadata["config"]["shard_size"]
+    with pytest.raises(FileExistsError, match="differing keys: shard_size"):
+        tiling.extract_patches(scene, out, windows, writer="npz", shard_size=7, progress=False)
+
+
 def test_default_shards_hold_about_shard_bytes(scene, tmp_path, monkeypatch):
     windows = tiling.tile_windows(HEIGHT, WIDTH, 16, 16)
     with rasterio.open(scene) as src:
@@ -566,7 +680,7 @@ def test_default_shards_hold_about_shard_bytes(scene, tmp_path, monkeypatch):
     shards = sorted((tmp_path / "npz" / "shards").glob("*.npz"))
     assert len(shards) == -(-len(windows) // 3)
     with np.load(shards[0]) as first:
-        assert first["images"].shape[0] == 3
+        assert first["images"].shape[0] == 3  # side by side: these windows do not overlap
     assert index.metadata["config"]["shard_size"] == 3
 
 
