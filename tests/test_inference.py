@@ -105,7 +105,7 @@ def test_tall_scene_is_written_in_bands_of_rows(tmp_path, monkeypatch):
     np.testing.assert_allclose(read_all(out), read_all(scene), atol=1e-5)
     with rasterio.open(out) as ds:
         assert ds.block_shapes[0] == (256, 256)
-        assert ds.compression.name.lower() == "deflate"
+        assert ds.compression.name.lower() == "zstd"
         assert ds.dtypes[0] == "float32" and math.isnan(ds.nodata)
 
 
@@ -289,6 +289,36 @@ def test_card_picks_bands_by_name_and_applies_its_scaling(tmp_path):
         assert ds.descriptions == tuple(f"probability_{i}" for i in range(4))
 
 
+@pytest.mark.parametrize("dtype", ["uint16", "float32", "float64"])
+@pytest.mark.parametrize("offset", [0.0, -0.1])
+def test_model_inputs_are_scaled_exactly_as_scale_inputs(dtype, offset):
+    # predict scales linear cards in one fused pass per band; it must give the same float32
+    # values, bit for bit, as models.scale_inputs on the channels-last stack.
+    from helpers.models import scale_inputs
+
+    rng = np.random.default_rng(3)
+    patches = [(rng.random((4, 9, 7)) * 3000).astype(dtype) for _ in range(3)]
+    card = dict(CARD, scaling={"method": "linear", "scale": 1.7e-4, "offset": offset})
+    fast = inference._to_model_inputs(patches, card)
+    reference = scale_inputs(np.stack(patches).transpose(0, 2, 3, 1), card)
+    assert fast.dtype == np.float32 and fast.shape == (3, 9, 7, 4)
+    np.testing.assert_array_equal(fast, reference)
+
+
+def test_outputs_are_tiled_and_compressed_as_asked(tmp_path):
+    scene = float_scene(tmp_path, 300, 280, bands=1)
+    out = tmp_path / "out.tif"
+    for compress in ("deflate", "none", "zstd"):
+        inference.predict(identity, scene, out, bands=[1], patch_size=64, output="both",
+                          compress=compress, overwrite=True, progress=False)  # fmt: skip
+        for path in inference.output_paths(out, "both"):
+            with rasterio.open(path) as ds:
+                found = ds.compression.name.lower() if ds.compression else "none"
+                assert found == compress, path
+        np.testing.assert_allclose(read_all(inference.output_paths(out, "both")[0]),
+                                   read_all(scene), atol=1e-6)  # fmt: skip
+
+
 def test_card_from_a_file(tmp_path):
     from helpers.models import write_model_card
 
@@ -446,6 +476,7 @@ def test_scene_without_crs_is_predicted_with_a_warning(tmp_path):
         ({"bands": None}, "bands is required"),
         ({"patch_size": None}, "patch_size is required"),
         ({"chunk_size": 0}, "chunk_size must be a positive"),
+        ({"compress": "jpeg"}, "compress="),
     ],
 )
 def test_bad_arguments(tmp_path, kwargs, message):
