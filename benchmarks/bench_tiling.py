@@ -20,8 +20,9 @@ more to write the first time: the first of the repeats is often the slowest.
 The writers overlap decoding and writing on several cores, so on a loaded machine their
 advantage shrinks towards the ratio of CPU times; compare runs made at a low load.
 Throughput is in MPix/s of *scene* pixels (height x width / seconds), so runs at different
-strides compare directly. The peak RSS of the npz writer is also measured on every scene size to
-show that it does not grow with the scene, next to that of a full-scene read.
+strides compare directly. The peak RSS of the npz writer is also measured on scenes of
+``--memory-sizes`` (2048, 8192 and 16384 px by default) to show that it stops growing once the
+scene holds more than a shard, next to that of a full-scene read.
 """
 
 from __future__ import annotations
@@ -190,12 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="JSON file for the results")
     parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 8192],
                         help="scene sizes; the comparison runs on the largest")  # fmt: skip
+    parser.add_argument("--memory-sizes", type=int, nargs="+", default=[2048, 8192, 16384],
+                        help="scenes whose peak RSS is measured")  # fmt: skip
     parser.add_argument("--workers", type=int, default=max(2, os.cpu_count() or 1))
     parser.add_argument("--repeats", type=int, default=3, help="runs per case (fastest kept)")
     args = parser.parse_args(argv)
 
     sizes = sorted(set(args.sizes))
-    scenes = {size: build_scene(size) for size in sizes}
+    scenes = {size: build_scene(size) for size in sorted(set(sizes) | set(args.memory_sizes))}
     size = sizes[-1]
     scene = scenes[size]
     mpix = size * size / 1e6
@@ -250,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     # written; the full read holds the whole scene.
     memory = {}
     for scene_size, path in scenes.items():
+        if scene_size not in args.memory_sizes:
+            continue
         memory[str(scene_size)] = {
             name: run_child(case, path, stride)["peak_rss_mib"]
             for name, case, stride in [
