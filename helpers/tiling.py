@@ -1600,16 +1600,18 @@ def read_shard(path: PathLike, keep: np.ndarray | None = None) -> dict[str, np.n
             raise ValueError(
                 f"keep has {mask.size} values but {path} holds {out['ids'].size} patches."
             )
-        out = {key: value[mask] for key, value in out.items()}
         if "images" in data.files:
+            out = {key: value[mask] for key, value in out.items()}
             out["images"] = data["images"][mask]
             return out
+        h, w = (int(v) for v in out["windows"][0, 2:])  # a pieces shard is never empty
+        out = {key: value[mask] for key, value in out.items()}
         piece_of, origins = data["piece_of"][mask], data["piece_origins"]
-        first = data["piece_0"]
-        h, w = (int(v) for v in out["windows"][0, 2:]) if len(piece_of) else (0, 0)
-        images = np.empty((len(piece_of), first.shape[0], h, w), first.dtype)
-        for j in np.unique(piece_of):
-            piece = first if j == 0 else data[f"piece_{j}"]
+        images = None
+        for j in np.unique(piece_of) if len(piece_of) else [0]:
+            piece = data[f"piece_{j}"]  # only the pieces the kept patches lie in are read
+            if images is None:
+                images = np.empty((len(piece_of), piece.shape[0], h, w), piece.dtype)
             for n in np.flatnonzero(piece_of == j):
                 r, c = out["windows"][n, :2] - origins[j]
                 images[n] = piece[:, r : r + h, c : c + w]

@@ -571,6 +571,8 @@ def test_overlapping_patches_are_stored_once_as_pieces(scene, tmp_path):
     assert len(data["images"]) == len(windows)
     with pytest.raises(ValueError, match=f"keep has 3 values but .* holds {len(windows)}"):
         tiling.read_shard(shard, np.ones(3, bool))
+    none = tiling.read_shard(shard, np.zeros(len(windows), bool))
+    assert none["images"].shape == (0, 4, size, size) and len(none["ids"]) == 0
     for image, (r, c, h, w) in zip(data["images"], data["windows"], strict=True):
         np.testing.assert_array_equal(image, direct_read(scene, Window(c, r, w, h)))
     # Patches side by side (no overlap, so no saving) stay one after another.
