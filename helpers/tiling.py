@@ -1378,10 +1378,10 @@ def _default_shard_size(ordered: list[Window], bands: int, dtype: np.dtype) -> i
     """
     first = ordered[0] if ordered else Window(0, 0, 1, 1)
     size = max(1, SHARD_BYTES // (bands * first.height * first.width * dtype.itemsize))
-    if not _pieces_pay(ordered):
+    found = _pieces_if_smaller(ordered)
+    if found is None:
         return size
-    pieces, _ = _shard_pieces(ordered)
-    stored = sum(p.height * p.width for p in pieces)
+    stored = sum(p.height * p.width for p in found[0])
     size = int(size * len(ordered) * first.height * first.width / stored)
     per_row = sum(1 for w in ordered if w.row_off == first.row_off)
     if size >= per_row:
@@ -1458,13 +1458,16 @@ def _shard_pieces(windows: Sequence[Window]) -> tuple[list[Window], list[int]]:
     return boxes, piece_of
 
 
-def _pieces_pay(windows: Sequence[Window]) -> bool:
-    """True when pieces (:func:`_shard_pieces`) hold fewer pixels than the patches one by one."""
+def _pieces_if_smaller(windows: Sequence[Window]) -> tuple[list[Window], list[int]] | None:
+    """:func:`_shard_pieces` of ``windows`` when the pieces hold fewer pixels than the patches
+    one by one (the windows overlap), else None."""
     if not windows or len({(w.height, w.width) for w in windows}) != 1:
-        return False
-    pieces, _ = _shard_pieces(windows)
+        return None
+    pieces, piece_of = _shard_pieces(windows)
     stored = sum(p.height * p.width for p in pieces)
-    return stored < len(windows) * windows[0].height * windows[0].width
+    if stored < len(windows) * windows[0].height * windows[0].width:
+        return pieces, piece_of
+    return None
 
 
 class _ShardWriter:
@@ -1506,8 +1509,9 @@ class _ShardWriter:
     def _start(self, k: int) -> None:
         planned = self.ordered[k * self.shard_size : (k + 1) * self.shard_size]
         self.shard, self.pieces, self.piece_of, self.buffers = k, None, [], {}
-        if _pieces_pay(planned):
-            self.pieces, self.piece_of = _shard_pieces(planned)
+        found = _pieces_if_smaller(planned)
+        if found is not None:
+            self.pieces, self.piece_of = found
 
     def add(self, i: int, array: np.ndarray) -> None:
         k = i // self.shard_size
