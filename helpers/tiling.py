@@ -996,10 +996,11 @@ def _previous_config(root: Path) -> dict | None:
         return {}
 
 
-def _prepare_out_dir(root: Path, config: dict, overwrite: bool) -> None:
+def _prepare_out_dir(root: Path, config: dict, previous: dict | None, overwrite: bool) -> None:
+    """Resume when ``previous`` (:func:`_previous_config`) is ``config``; else refuse, or with
+    ``overwrite`` delete the earlier outputs."""
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(f"out_dir {root} is a file; pass a folder for the patches.")
-    previous = _previous_config(root)
     owned = _owned_paths(root) if root.exists() else []
     if previous == config and not overwrite:
         return  # resume (or a finished run: nothing left to write)
@@ -1234,13 +1235,13 @@ def extract_patches(
         "compress": compress if writer == "geotiff" else None,
     }
     config = json.loads(json.dumps(config))  # the form it takes once read back from disk
-    if writer == "npz" and not size_given and not overwrite:
+    previous = _previous_config(root)
+    if writer == "npz" and not size_given and not overwrite and previous:
         # The default shard size is an implementation choice, not part of the dataset: a
         # folder written with another default (an earlier version) is resumed with its own.
-        previous = _previous_config(root)
-        if previous and {**previous, "shard_size": None} == {**config, "shard_size": None}:
+        if {**previous, "shard_size": None} == {**config, "shard_size": None}:
             shard_size = config["shard_size"] = previous["shard_size"]
-    _prepare_out_dir(root, config, overwrite)
+    _prepare_out_dir(root, config, previous, overwrite)
     root.mkdir(parents=True, exist_ok=True)
     _remove_partials(root)
     metadata: dict[str, Any] = {"config": config, "complete": False}
