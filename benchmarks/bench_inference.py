@@ -17,11 +17,12 @@ so that the whole run stays within minutes on a CPU:
   model alone (``predict_on_batch``) on exactly the patches ``predict`` feeds it (read and
   scaled in memory beforehand, as many batches of the same sizes; the same batches when one
   chunk spans the scene); ``predict`` times the whole thing (read, scale, predict, blend,
-  write a DEFLATE GeoTIFF). The ratio ``predict / forward`` is the overhead (target <= 1.10).
-  Both are timed ``--repeats`` times, alternating, after one warm-up batch; the fastest run is
-  kept (the machine is shared). The model's own time inside ``predict`` is recorded too, and
-  ``pipeline_only`` times ``predict`` with a model that costs nothing (zeros): what reading,
-  scaling, blending and writing cost by themselves.
+  write a ZSTD GeoTIFF). The ratio ``predict / forward`` is the overhead (target <= 1.10).
+  Both are timed ``--repeats`` times (5), alternating, after one warm-up batch; the fastest run
+  is kept (the machine is shared). The first ``predict`` in a process is the slowest: its
+  buffers are fresh memory, which the kernel faults in page by page. The model's own time
+  inside ``predict`` is recorded too, and ``pipeline_only`` times ``predict`` with a model that
+  costs nothing (zeros): what reading, scaling, blending and writing cost by themselves.
 * **Memory and throughput** against scene size (``--sizes``): ``predict`` with a cheap per-pixel
   model (a logistic function of the four scaled bands, in numpy) so that even 16384 x 16384
   (268 MPix) runs in a couple of minutes; the peak RSS should stay flat (target <= 1.5 GB,
@@ -241,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="scene sizes for memory and throughput (cheap model)")  # fmt: skip
     parser.add_argument("--overhead-size", type=int, default=2048,
                         help="scene size for the U-Net overhead measurement")  # fmt: skip
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs (fastest kept)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs (fastest kept)")
     parser.add_argument("--chunk-size", type=int, default=None,
                         help=f"predict's chunk_size (default {CHUNK_SIZE})")  # fmt: skip
     parser.add_argument("--patch", type=int, default=PATCH,
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         "patch": args.patch, "stride": args.patch // 2, "batch_size": BATCH, "blend": "smooth",
         "tta": False,
         "chunk_size": args.chunk_size or CHUNK_SIZE,
-        "output": "probabilities (float32, DEFLATE, 256 x 256 tiles)",
+        "output": "probabilities (float32, ZSTD level 1, 256 x 256 tiles)",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_avg_1_5_15min_at_start": [round(x, 2) for x in os.getloadavg()]},
         "method": (

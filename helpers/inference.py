@@ -93,8 +93,9 @@ BLENDS_IN_FLIGHT = 2
 #: output block (and of the usual 256- or 512-pixel input blocks), so reads and writes stay
 #: aligned to whole blocks.
 CHUNK_SIZE = 2048
-#: GDAL block cache while predicting: what is read or written once needs no big cache.
-_CACHE_BYTES = 64 * 2**20
+#: GDAL block cache while predicting: what is read or written once needs no big cache (see
+#: :data:`helpers.tiling._STREAM_CACHE_BYTES`); written blocks are compressed as they leave it.
+_CACHE_BYTES = tiling._STREAM_CACHE_BYTES
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,46 +167,43 @@ def _forward(model: Model, x: np.ndarray) -> np.ndarray:
     return np.asarray(y, dtype=np.float32)
 
 
-def _nodata_pixels(array: np.ndarray, nodata: float | None) -> np.ndarray:
-    """``(rows, cols)`` True where every band equals ``nodata`` (nan-aware)."""
+def _nodata_mask(array: np.ndarray, nodata: float | None) -> np.ndarray | None:
+    """``(rows, cols)`` True where every band of the channels-last ``array`` equals ``nodata``;
+    None when no pixel does (the common case, which then costs blending and writing nothing)."""
     if nodata is None:
-        return np.zeros(array.shape[1:], dtype=bool)
-    if isinstance(nodata, float) and math.isnan(nodata):
-        return np.isnan(array).all(axis=0)
-    return (array == nodata).all(axis=0)
+        return None
+    mask = tiling._nodata_pixels(array.transpose(2, 0, 1), nodata)
+    return mask if mask.any() else None
 
 
 def _to_model_inputs(patches: Sequence[np.ndarray], card: Mapping[str, Any] | None) -> np.ndarray:
-    """Channels-first patches -> one float32 channels-last batch, scaled as the card says.
+    """Channels-last patches -> one float32 batch, scaled as the card says.
 
-    Patch by patch, band by band: a band copies (and casts) in one contiguous pass, where
-    moving the band axis last in one go strides through memory, and the scaling's
-    temporaries stay the size of one patch (in cache) rather than of the batch. The scaling
-    is per value, so the result is the same as scaling the whole batch at once.
+    The patches come channels-last from :func:`helpers.tiling.iter_patches`, so each is copied
+    into the batch row by row, not transposed.
     """
-    bands, rows, cols = patches[0].shape
+    rows, cols, bands = patches[0].shape
     x = np.empty((len(patches), rows, cols, bands), dtype=np.float32)
-    scaling = None
-    if card is not None and len(card["bands"]) == bands:
-        scaling = _check_scaling(card["scaling"], list(card["bands"]), "given to predict")
-    if scaling is not None and scaling["method"] == "linear":
-        # The common case in one pass per band: cast, multiply and place channels-last at
-        # once; the same float32 operations, in the same order, as scale_inputs.
-        scale = np.float32(scaling.get("scale", 1.0))
-        offset = np.float32(scaling.get("offset", 0.0))
-        for i, patch in enumerate(patches):
-            for band in range(bands):
-                np.multiply(patch[band], scale, out=x[i, :, :, band], dtype=np.float32,
-                            casting="unsafe")  # fmt: skip
-        return np.add(x, offset, out=x)
-    raw = np.empty((rows, cols, bands), dtype=np.float32)  # one patch, before scaling
     for i, patch in enumerate(patches):
-        target = x[i] if card is None else raw
-        for band in range(bands):
-            target[:, :, band] = patch[band]  # cast while copying
-        if card is not None:
-            x[i] = scale_inputs(raw, card)
-    return x
+        x[i] = patch  # and cast to float32
+    return _scale_batch(x, card)
+
+
+def _scale_batch(x: np.ndarray, card: Mapping[str, Any] | None) -> np.ndarray:
+    """Scale the float32 raw values ``x`` ``(n, rows, cols, bands)`` as the card says.
+
+    A linear scaling runs in place: the same float32 arithmetic as
+    :func:`helpers.models.scale_inputs` (``x * scale + offset``), so the same values bit for
+    bit, without a second batch-sized array.
+    """
+    if card is None:
+        return x
+    if len(card["bands"]) == x.shape[-1]:
+        scaling = _check_scaling(card["scaling"], list(card["bands"]), "given to predict")
+        if scaling["method"] == "linear":
+            np.multiply(x, np.float32(scaling.get("scale", 1.0)), out=x)
+            return np.add(x, np.float32(scaling.get("offset", 0.0)), out=x)
+    return scale_inputs(x, card)  # other scalings; a band count that differs is an error there
 
 
 def _class_names(card: Mapping[str, Any] | None, k: int) -> list[str] | None:
@@ -260,11 +258,12 @@ def _check_overwrite(paths: Sequence[Path], overwrite: bool) -> None:
             )
 
 
-#: Compression of predict's outputs. ZSTD at level 1 compresses float32 probabilities (with
-#: the floating-point predictor) to about the size DEFLATE reaches, at a fifth of its CPU time
-#: (measured on a 2048 x 2048 probability map: 0.08 s against 0.25 s), which the model would
-#: otherwise lose on a CPU. GDAL (QGIS, rasterio, GeoPandas) reads it; pass
-#: ``compress="deflate"`` for tools that predate it.
+#: Compression of predict's outputs. ZSTD at level 1, without a predictor, is the cheapest
+#: compression that still pays: on a trained U-Net's 2048 x 2048 probability map, 0.03 CPU-s
+#: for 13.9 MiB (of 16), against 0.075 s and 12.3 MiB with the floating-point predictor and
+#: 0.32 s and 12.2 MiB for DEFLATE with it. On a CPU the model loses whatever the writer
+#: takes; on a GPU the writer bounds the throughput. GDAL (QGIS, rasterio, GeoPandas) reads
+#: ZSTD; ``compress="deflate"`` (with the predictor, the smallest files) serves older tools.
 OUTPUT_COMPRESS = "zstd"
 _COMPRESSIONS = ("zstd", "deflate", "lzw", "none")
 
@@ -278,7 +277,8 @@ def _output_profile(
         "crs": crs, "transform": transform, "nodata": nodata, "BIGTIFF": "IF_SAFER",
     }  # fmt: skip
     if compress != "none":
-        profile.update(compress=compress, predictor=3 if dtype == "float32" else 1)
+        predictor = 3 if dtype == "float32" and compress != "zstd" else 1
+        profile.update(compress=compress, predictor=predictor)
         if compress == "zstd":
             profile["zstd_level"] = 1
     if height >= OUTPUT_BLOCK and width >= OUTPUT_BLOCK:
@@ -376,7 +376,9 @@ class _RowAccumulator:
     """Weighted sums for a band of output rows of one column chunk; finished rows go to ``flush``.
 
     Holds ``patch + OUTPUT_BLOCK`` rows of ``(k + 1)`` float32 values (sums and weights) plus a
-    nodata mask for each column of the chunk ``[col0, col1)``, whatever the scene's size.
+    nodata mask for each column of the chunk ``[col0, col1)``, whatever the scene's size. The
+    weights are summed patch by patch, in the same order as the predictions: a constant
+    prediction then comes out exactly constant, and probabilities never exceed 1 by rounding.
     """
 
     def __init__(self, k: int, patch: int, height: int, col0: int, col1: int,
@@ -386,15 +388,21 @@ class _RowAccumulator:
         self.weights = np.zeros((rows, col1 - col0), dtype=np.float32)
         self.nodata = np.zeros((rows, col1 - col0), dtype=bool)
         self.start, self.col0, self.height, self.flush_rows = 0, col0, height, flush
+        self._product = np.empty((k, patch, patch), dtype=np.float32)  # reused by every add
+        self._spare: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # written buffers
 
-    def add(self, r0: int, c0: int, pred: np.ndarray, weight: np.ndarray, nodata: np.ndarray):
-        """Add ``pred`` ``(k, h, w)`` weighted by ``weight`` ``(h, w)`` at scene row/col."""
+    def add(self, r0: int, c0: int, pred: np.ndarray, weight: np.ndarray,
+            nodata: np.ndarray | None) -> None:  # fmt: skip
+        """Add ``pred`` ``(k, h, w)`` weighted by ``weight`` ``(h, w)`` at scene row/col;
+        ``nodata`` is its ``(h, w)`` mask, None when no pixel is nodata."""
         h, w = weight.shape
         rows = slice(r0 - self.start, r0 - self.start + h)
         cols = slice(c0 - self.col0, c0 - self.col0 + w)
-        self.sums[:, rows, cols] += pred * weight
+        sums = self.sums[:, rows, cols]
+        np.add(sums, np.multiply(pred, weight, out=self._product[:, :h, :w]), out=sums)
         self.weights[rows, cols] += weight
-        self.nodata[rows, cols] = nodata
+        if nodata is not None:  # a pixel's mask is the same in every patch: set it once seen
+            self.nodata[rows, cols] = nodata
 
     def advance(self, next_row: int) -> None:
         """No later patch starts above ``next_row``: flush finished rows in whole blocks."""
@@ -408,15 +416,27 @@ class _RowAccumulator:
 
     def _flush(self, n: int) -> None:
         # The flushed rows go to the writer as they are (no copy): the rows still being summed
-        # move to fresh buffers, which the writer never sees.
+        # move to other buffers, which the writer never sees. The writer hands the flushed
+        # buffers back once written (``release``), and later flushes reuse them: fresh ones
+        # would be faulted in by the kernel, page by page, every time.
         sums, weights, nodata = self.sums, self.weights, self.nodata
-        self.sums, self.weights = np.zeros_like(sums), np.zeros_like(weights)
-        self.nodata = np.zeros_like(nodata)
         keep = sums.shape[1] - n
+        if self._spare:
+            self.sums, self.weights, self.nodata = self._spare.pop()
+            self.sums[:, keep:] = 0
+            self.weights[keep:] = 0
+            self.nodata[keep:] = False
+        else:
+            self.sums, self.weights = np.zeros_like(sums), np.zeros_like(weights)
+            self.nodata = np.zeros_like(nodata)
         self.sums[:, :keep] = sums[:, n:]
         self.weights[:keep] = weights[n:]
         self.nodata[:keep] = nodata[n:]
-        self.flush_rows(self.start, self.col0, sums[:, :n], weights[:n], nodata[:n])
+
+        def release() -> None:
+            self._spare.append((sums, weights, nodata))
+
+        self.flush_rows(self.start, self.col0, sums[:, :n], weights[:n], nodata[:n], release)
         self.start += n
 
 
@@ -431,29 +451,32 @@ class _Carry:
 
     def __init__(self) -> None:
         self._file = tempfile.TemporaryFile(prefix="inference-carry-")
-        self._entries: deque[tuple[Window, tuple[int, ...]]] = deque()
+        self._entries: deque[tuple[Window, tuple[int, ...], bool]] = deque()
         self._reading = False
 
-    def put(self, window: Window, pred: np.ndarray, nodata: np.ndarray) -> None:
-        """Queue ``pred`` ``(k, h, w)`` and its nodata mask ``(h, w)`` for ``window``."""
+    def put(self, window: Window, pred: np.ndarray, nodata: np.ndarray | None) -> None:
+        """Queue ``pred`` ``(k, h, w)`` and its nodata mask ``(h, w)`` (or None) for ``window``."""
         pred = np.ascontiguousarray(pred, dtype=np.float32)
         self._file.write(pred.data)
-        self._file.write(np.ascontiguousarray(nodata, dtype=bool).data)
-        self._entries.append((window, pred.shape))
+        if nodata is not None:
+            self._file.write(np.ascontiguousarray(nodata, dtype=bool).data)
+        self._entries.append((window, pred.shape, nodata is not None))
 
     def next_row(self) -> int | None:
         """``row_off`` of the next entry, None when all are taken."""
         return self._entries[0][0].row_off if self._entries else None
 
-    def take(self) -> tuple[Window, np.ndarray, np.ndarray]:
+    def take(self) -> tuple[Window, np.ndarray, np.ndarray | None]:
         """The oldest entry: ``(window, pred, nodata)`` as put (read-only arrays)."""
         if not self._reading:
             self._file.seek(0)
             self._reading = True
-        window, shape = self._entries.popleft()
+        window, shape, masked = self._entries.popleft()
         count = math.prod(shape)
         pred = np.frombuffer(self._file.read(4 * count), np.float32).reshape(shape)
-        nodata = np.frombuffer(self._file.read(count // shape[0]), bool).reshape(shape[1:])
+        nodata = None
+        if masked:
+            nodata = np.frombuffer(self._file.read(count // shape[0]), bool).reshape(shape[1:])
         return window, pred, nodata
 
     def close(self) -> None:
@@ -481,8 +504,9 @@ class _ChunkBlender:
         self.carry_in: _Carry | None = None
         self.carry_out: _Carry | None = None
 
-    def add(self, window: Window, pred: np.ndarray, nodata: np.ndarray) -> None:
-        """Add the prediction ``pred`` ``(k, h, w)`` of ``window`` (clipped to the scene)."""
+    def add(self, window: Window, pred: np.ndarray, nodata: np.ndarray | None) -> None:
+        """Add the prediction ``pred`` ``(k, h, w)`` of ``window`` (clipped to the scene) and
+        its nodata mask (None: no nodata pixel)."""
         while self.index < window.col_off // self.chunk:
             self._next_chunk()
         self._add_carried(window.row_off)
@@ -499,19 +523,21 @@ class _ChunkBlender:
                 carry.close()
         self.carry_in = self.carry_out = None
 
-    def _add(self, window: Window, col: int, pred: np.ndarray, nodata: np.ndarray) -> None:
+    def _add(self, window: Window, col: int, pred: np.ndarray,
+             nodata: np.ndarray | None) -> None:  # fmt: skip
         """Add ``pred`` covering scene columns ``col`` onwards; carry what passes the chunk."""
         assert self.accumulator is not None
         self.accumulator.advance(window.row_off)
-        h, w = nodata.shape
+        h, w = pred.shape[1:]
         n = min(w, self.bounds[self.index][1] - col)
         skip = col - window.col_off  # columns of the patch left of ``col``
         weight = self.weight_for(window)[:h, skip : skip + n]
-        self.accumulator.add(window.row_off, col, pred[:, :, :n], weight, nodata[:, :n])
+        inside = None if nodata is None else nodata[:, :n]
+        self.accumulator.add(window.row_off, col, pred[:, :, :n], weight, inside)
         if n < w:
             if self.carry_out is None:
                 self.carry_out = _Carry()
-            self.carry_out.put(window, pred[:, :, n:], nodata[:, n:])
+            self.carry_out.put(window, pred[:, :, n:], None if nodata is None else nodata[:, n:])
 
     def _add_carried(self, up_to_row: int | None) -> None:
         """Add carried patches starting at or above ``up_to_row`` (None: all of them)."""
@@ -642,7 +668,7 @@ def predict(
             whole output tiles.
         compress: Compression of the outputs: ``"zstd"`` (default, fast; see
             :data:`OUTPUT_COMPRESS`), ``"deflate"`` (for tools without ZSTD), ``"lzw"`` or
-            ``"none"``. Probabilities use the floating-point predictor.
+            ``"none"``. DEFLATE and LZW probabilities use the floating-point predictor.
 
     Returns:
         The path written, or ``(probabilities_path, classes_path)`` for ``output="both"``.
@@ -776,27 +802,31 @@ def predict(
             pending: deque = deque()
             state["pending"] = pending
 
-            def write_rows(row0: int, col0: int, sums, weights, nodata_rows) -> None:
-                invalid = nodata_rows | (weights <= 0)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    probs = np.divide(sums, weights, out=sums)
+            def write_rows(row0: int, col0: int, sums, weights, nodata_rows, release) -> None:
+                # Every pixel lies in some patch and every weight is > 0 (blend_weights).
+                probs = np.divide(sums, weights, out=sums)
+                invalid = nodata_rows if nodata_rows.any() else None
                 window = Window(col0, row0, weights.shape[1], weights.shape[0])
                 if "class" in files:
                     if probs.shape[0] == 1:
                         classes = (probs[0] >= np.float32(threshold)).astype(np.uint8)
                     else:
                         classes = state["values"][np.argmax(probs, axis=0)]
-                    classes[invalid] = CLASS_NODATA
+                    if invalid is not None:
+                        classes[invalid] = CLASS_NODATA
                     files["class"].write(classes, 1, window=window)
                 if "prob" in files:
-                    probs[:, invalid] = np.nan
+                    if invalid is not None:
+                        probs[:, invalid] = np.nan
                     files["prob"].write(probs, window=window)
+                release()  # GDAL has copied the rows: the accumulator may reuse the buffers
 
-            def flush(row0: int, col0: int, sums, weights, nodata_rows) -> None:
+            def flush(row0: int, col0: int, sums, weights, nodata_rows, release) -> None:
                 while pending and (pending[0].done() or len(pending) >= WRITES_IN_FLIGHT):
                     pending.popleft().result()  # raises a failed write here
-                # No copies: the accumulator hands over these rows and sums on in new buffers.
-                pending.append(writer.submit(write_rows, row0, col0, sums, weights, nodata_rows))
+                # No copies: the accumulator hands over these rows and sums on in other buffers.
+                args = (row0, col0, sums, weights, nodata_rows, release)
+                pending.append(writer.submit(write_rows, *args))
 
             blender = _ChunkBlender(k, patch, height, width, chunk, weight_for, flush)
             stack.callback(blender.close)  # the carried predictions' temporary files
@@ -809,28 +839,51 @@ def predict(
         def chunk_patches() -> Iterator[tuple[Window, np.ndarray]]:
             """``(window, array)`` chunk by chunk, each read in strips of the chunk's width."""
             for index in sorted(own):
-                with closing(tiling.iter_patches(scene, own[index], bands=indexes)) as patches:
+                # Each patch is copied into its batch at once, so two strip buffers can take
+                # turns (no fresh memory per strip).
+                patches = tiling.iter_patches(scene, own[index], bands=indexes,
+                                              channels_last=True,
+                                              reuse_strips=True)  # fmt: skip
+                with closing(patches):
                     yield from patches
 
-        def prepared() -> Iterator[tuple[list[Window], np.ndarray, list[np.ndarray]]]:
-            """Batches of (windows, scaled model inputs, nodata masks of the inside parts)."""
-            # Batches run on across chunks: the model sees the same number of batches.
-            for batch in _batches(chunk_patches(), batch_size):
-                arrays, masks = [], []
-                for window, array in batch:
-                    h = min(patch, height - window.row_off)
-                    w = min(patch, width - window.col_off)
-                    region = array[:, :h, :w]
-                    masks.append(_nodata_pixels(region, nodata))
-                    if (h, w) != (patch, patch):  # scene smaller than the patch: mirror-pad
-                        pad = ((0, 0), (0, patch - h), (0, patch - w))
-                        region = np.pad(region, pad, "symmetric")
-                    arrays.append(region)
-                yield [w for w, _ in batch], _to_model_inputs(arrays, card), masks
+        # A Keras model does not keep its input batch: each batch array goes back to a pool
+        # once the model returns, and the next batch is written into it. A fresh 16 MiB array
+        # per batch would cost page faults (kernel time, on both cores) each time. Any other
+        # callable may keep or return its input, so it gets fresh arrays.
+        pool: list[np.ndarray] | None = [] if hasattr(model, "predict_on_batch") else None
 
-        def blend_batch(batch: list[Window], y: np.ndarray, masks: list[np.ndarray]) -> None:
+        def prepared() -> Iterator[tuple[list[Window], np.ndarray, list, np.ndarray]]:
+            """Batches of (windows, scaled model inputs, nodata masks of the inside parts or
+            None, the batch array to give back to the pool)."""
+            # Batches run on across chunks: the model sees the same number of batches. Each
+            # patch is copied into the batch as it comes.
+            windows: list[Window] = []
+            masks: list[np.ndarray | None] = []
+            buffer = np.empty(0)
+            for window, array in chunk_patches():
+                if not windows:
+                    buffer = pool.pop() if pool else None
+                    if buffer is None:
+                        buffer = np.empty((batch_size, patch, patch, len(indexes)), np.float32)
+                h = min(patch, height - window.row_off)
+                w = min(patch, width - window.col_off)
+                region = array[:h, :w]
+                masks.append(_nodata_mask(region, nodata))
+                if (h, w) != (patch, patch):  # scene smaller than the patch: mirror-pad
+                    region = np.pad(region, ((0, patch - h), (0, patch - w), (0, 0)), "symmetric")
+                buffer[len(windows)] = region  # and cast to float32
+                windows.append(window)
+                if len(windows) == batch_size:
+                    yield windows, _scale_batch(buffer, card), masks, buffer
+                    windows, masks = [], []
+            if windows:
+                yield windows, _scale_batch(buffer[: len(windows)], card), masks, buffer
+
+        def blend_batch(batch: list[Window], y: np.ndarray, masks: list) -> None:
             for window, pred, mask in zip(batch, y, masks, strict=True):
-                h, w = mask.shape
+                h = min(patch, height - window.row_off)
+                w = min(patch, width - window.col_off)
                 blender.add(window, np.moveaxis(pred[:h, :w], -1, 0), mask)
 
         # The main thread only runs the model: blending runs in one background thread (in
@@ -841,8 +894,10 @@ def predict(
         blends: deque = deque()
         blender: _ChunkBlender | None = None
         batches = stack.enter_context(closing(_prefetched(prepared(), PREFETCH_BATCHES)))
-        for batch, x, masks in batches:
+        for batch, x, masks, buffer in batches:
             y = _predict_batch(model, x, tta)
+            if pool is not None:
+                pool.append(buffer)  # the model is done with it (and y is its own array)
             if blender is None:
                 blender = open_outputs(y.shape[-1])
             elif y.shape[-1] != blender.k:
@@ -891,17 +946,6 @@ def _prefetched(items: Iterator, depth: int) -> Iterator:
                 # In the worker thread too: rasterio's GDAL environment is per thread, and the
                 # generator's open datasets must be closed where they were opened.
                 pool.submit(close).result()
-
-
-def _batches(items: Iterator, size: int) -> Iterator[list]:
-    batch: list = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 # --------------------------------------------------------------------------------------------
@@ -1007,10 +1051,12 @@ def predict_tile_grid(
         """(windows, scaled inputs, tiles read) per batch of tiles that are not skipped."""
         batch: list[tuple[Window, np.ndarray]] = []
         seen = 0
-        for window, array in tiling.iter_patches(scene, ordered, bands=indexes):
+        patches = tiling.iter_patches(scene, ordered, bands=indexes, channels_last=True)
+        for window, array in patches:
             inside_rows = min(tile, height - window.row_off)
             inside_cols = min(tile, width - window.col_off)
-            missing = _nodata_pixels(array[:, :inside_rows, :inside_cols], nodata).sum()
+            inside = array[:inside_rows, :inside_cols].transpose(2, 0, 1)
+            missing = tiling._nodata_pixels(inside, nodata).sum()
             missing += tile * tile - inside_rows * inside_cols
             fraction = float(missing) / (tile * tile)
             fractions[order[(window.row_off, window.col_off)]] = fraction

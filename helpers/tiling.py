@@ -335,9 +335,11 @@ def patch_profile(
 # --------------------------------------------------------------------------------------------
 
 
-#: GDAL block cache while streaming. Each block is decoded once, so caching more than a strip
-#: only grows memory (GDAL's default is 5 % of RAM, which would end up holding the whole scene).
-_STREAM_CACHE_BYTES = 64 * 2**20
+#: GDAL block cache while streaming. Each block is decoded once and copied out at once, so a
+#: bigger cache only holds blocks nobody reads again (GDAL's default is 5 % of RAM, which would
+#: end up holding the whole scene), and every new cache block is fresh memory to fault in. GDAL
+#: still decodes a strip larger than this in parallel (``GDAL_NUM_THREADS``), block by block.
+_STREAM_CACHE_BYTES = 8 * 2**20
 
 
 def _env(num_threads: int | str) -> rasterio.Env:
@@ -350,9 +352,44 @@ def _fill_value(dataset: Any, fill: float | None) -> float:
     return dataset.nodata if dataset.nodata is not None else 0
 
 
-def _read_strip(dataset: Any, indexes: list[int], window: Window) -> np.ndarray:
-    """One windowed read of whole block rows (a seam tests use to count reads)."""
-    return dataset.read(indexes, window=window)
+def _read_strip(dataset: Any, indexes: list[int], window: Window, out: np.ndarray) -> None:
+    """One windowed read of whole block rows into ``out`` ``(bands, rows, cols)``, any strides
+    (GDAL copies pixel-interleaved or band by band as asked); a seam tests use to count reads."""
+    dataset.read(indexes, window=window, out=out)
+
+
+class _StripBuffers:
+    """Strip buffers ``(bands, rows, cols)`` for :func:`_iter_sorted`.
+
+    With ``channels_last`` each is a view of ``(rows, cols, bands)`` memory, so that
+    ``buffer.transpose(1, 2, 0)`` slices are patches whose rows are contiguous. With ``reuse``
+    two buffers take turns (the next strip is built in the one before the current), so a long
+    scene allocates no new memory per strip: fresh memory costs a page fault (kernel time) per
+    4 KiB on first touch, a large share of reading when the patches are copied out at once.
+    """
+
+    def __init__(self, bands: int, cols: int, dtype: Any, channels_last: bool,
+                 reuse: bool) -> None:  # fmt: skip
+        self.bands, self.cols, self.dtype = bands, cols, dtype
+        self.channels_last, self.reuse = channels_last, reuse
+        self._turns: list[np.ndarray] = []  # with reuse: the previous and the current memory
+
+    def new(self, rows: int) -> np.ndarray:
+        """A writable buffer of ``rows`` rows, not the one :meth:`new` returned last."""
+        axis = 0 if self.channels_last else 1
+        memory = None
+        if self.reuse and len(self._turns) == 2:
+            spare = self._turns.pop(0)
+            memory = spare if spare.shape[axis] >= rows else None
+        if memory is None:
+            shape = (rows, self.cols, self.bands) if self.channels_last else (
+                self.bands, rows, self.cols)  # fmt: skip
+            memory = np.empty(shape, dtype=self.dtype)
+        if self.reuse:
+            self._turns.append(memory)
+        if self.channels_last:
+            return memory[:rows].transpose(2, 0, 1)
+        return memory[:, :rows]
 
 
 def _place(window: Window, region: np.ndarray, r0: int, c0: int, fill: float) -> np.ndarray:
@@ -419,21 +456,27 @@ def _iter_sorted(
     windows: Sequence[Window],
     fill: float,
     num_threads: int | str,
+    channels_last: bool = False,
+    reuse_strips: bool = False,
 ) -> Iterator[tuple[Window, np.ndarray]]:
     """Core of :func:`iter_patches` over an open dataset; ``windows`` sorted row-major."""
     height, width = dataset.height, dataset.width
     block_rows = dataset.block_shapes[0][0]
+    dtype = np.dtype(dataset.dtypes[0])
+    # Patches are band-first slices of the buffer, moved channels-last as they are yielded.
+    layout = (lambda a: a.transpose(1, 2, 0)) if channels_last else (lambda a: a)
     spans = [s for s in (_clip(w, height, width) for w in windows) if s is not None]
     if not spans:
         for window in windows:
-            yield window, np.full((len(indexes), window.height, window.width), fill,
-                                  dtype=dataset.dtypes[0])  # fmt: skip
+            yield window, layout(np.full((len(indexes), window.height, window.width), fill,
+                                         dtype=dtype))  # fmt: skip
         return
     # Columns: only the span the windows need. Rows: a buffer [buf_start, buf_end) that slides
     # down; new rows are always read from buf_end to a block-row boundary, so reads never
     # overlap and every compressed block is decoded exactly once.
     col0, col1 = min(s[2] for s in spans), max(s[3] for s in spans)
-    buffer = np.empty((len(indexes), 0, col1 - col0), dtype=dataset.dtypes[0])
+    strips = _StripBuffers(len(indexes), col1 - col0, dtype, channels_last, reuse_strips)
+    buffer = np.empty((len(indexes), 0, col1 - col0), dtype=dtype)
     buf_start = buf_end = 0
     for _, group in itertools.groupby(windows, key=lambda w: w.row_off):
         group = list(group)
@@ -447,27 +490,28 @@ def _iter_sorted(
                 buffer = buffer[:, :0]
             if r1 > buf_end:
                 stop = min(height, -(-r1 // block_rows) * block_rows)
-                with _env(num_threads):  # the same GDAL threading for every read
-                    new = _read_strip(
-                        dataset, indexes, Window.from_slices((buf_end, stop), (col0, col1))
-                    )
                 # Drop the rows above r0 (windows come sorted, so no later one needs them).
                 skip = min(max(r0 - buf_start, 0), buffer.shape[1])
-                keep = buffer[:, skip:]
-                buffer = np.concatenate([keep, new], axis=1) if keep.shape[1] else new
-                buf_start, buf_end = buf_end - keep.shape[1], stop
+                keep = buffer.shape[1] - skip
+                new = strips.new(keep + stop - buf_end)
+                new[:, :keep] = buffer[:, skip:]
+                strip = Window.from_slices((buf_end, stop), (col0, col1))
+                with _env(num_threads):  # the same GDAL threading for every read
+                    _read_strip(dataset, indexes, strip, new[:, keep:])
+                buffer = new
+                buf_start, buf_end = buf_end - keep, stop
                 buffer.flags.writeable = False  # patches are views: protect shared pixels
         for window, span in zip(group, clipped, strict=True):
             if span is None:
-                yield window, np.full((len(indexes), window.height, window.width), fill,
-                                      dtype=buffer.dtype)  # fmt: skip
+                yield window, layout(np.full((len(indexes), window.height, window.width), fill,
+                                             dtype=dtype))  # fmt: skip
                 continue
             r0, r1, c0, c1 = span
             region = buffer[:, r0 - buf_start : r1 - buf_start, c0 - col0 : c1 - col0]
             if region.shape[1:] == (window.height, window.width):
-                yield window, region
+                yield window, layout(region)
             else:
-                yield window, _place(window, region, r0, c0, fill)
+                yield window, layout(_place(window, region, r0, c0, fill))
 
 
 def _sorted_windows(windows: Iterable[Window]) -> list[Window]:
@@ -481,6 +525,8 @@ def iter_patches(
     bands: raster.BandSelection = None,
     fill: float | None = None,
     num_threads: int | str = "ALL_CPUS",
+    channels_last: bool = False,
+    reuse_strips: bool = False,
 ) -> Iterator[tuple[Window, np.ndarray]]:
     """Stream patches out of a raster, reading each source block once.
 
@@ -497,11 +543,18 @@ def iter_patches(
         fill: Value for pixels outside the raster (pad-mode windows); defaults to the raster's
             nodata, or 0 when it has none.
         num_threads: ``GDAL_NUM_THREADS`` used for every read (``"ALL_CPUS"`` or an int).
+        channels_last: Yield ``(rows, cols, bands)`` patches, the layout Keras models take. The
+            strip buffer is then kept pixel-interleaved, so a patch's rows are contiguous and
+            copying patches into a batch is a plain copy, not a transpose.
+        reuse_strips: Read into two strip buffers that take turns instead of a new one per
+            strip: no fresh memory to fault in per strip, but a yielded patch is then valid
+            only until the next one is requested (copy it at once, as into a batch).
 
     Yields:
-        ``(window, array)`` with ``array`` of shape ``(bands, window.height, window.width)`` in
-        the source dtype. Patches fully inside the raster are read-only views into the strip
-        buffer: ``array.copy()`` to modify one.
+        ``(window, array)`` with ``array`` of shape ``(bands, window.height, window.width)``
+        (``channels_last``: ``(window.height, window.width, bands)``) in the source dtype.
+        Patches fully inside the raster are read-only views into the strip buffer:
+        ``array.copy()`` to modify one.
 
     Raises:
         FileNotFoundError, RasterError: see :func:`helpers.raster.open_raster`.
@@ -516,7 +569,8 @@ def iter_patches(
     with dataset:
         indexes = raster.resolve_bands(bands, raster._band_names(dataset), path=path)
         fill_value = _fill_value(dataset, fill)
-        yield from _iter_sorted(dataset, indexes, ordered, fill_value, num_threads)
+        yield from _iter_sorted(dataset, indexes, ordered, fill_value, num_threads,
+                                channels_last, reuse_strips)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------

@@ -171,9 +171,9 @@ def test_wide_scene_is_predicted_in_column_chunks_of_whole_tiles(tmp_path, monke
 
     read_strip = tiling._read_strip
 
-    def recording_read(dataset, indexes, window):
+    def recording_read(dataset, indexes, window, out):
         reads.append(window)
-        return read_strip(dataset, indexes, window)
+        read_strip(dataset, indexes, window, out)
 
     kwargs = {"bands": [1, 2], "patch_size": 48, "stride": 30, "batch_size": 5,
               "output": "both", "progress": False}  # fmt: skip
@@ -289,20 +289,34 @@ def test_card_picks_bands_by_name_and_applies_its_scaling(tmp_path):
         assert ds.descriptions == tuple(f"probability_{i}" for i in range(4))
 
 
-@pytest.mark.parametrize("dtype", ["uint16", "float32", "float64"])
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int32", "float32", "float64"])
 @pytest.mark.parametrize("offset", [0.0, -0.1])
-def test_model_inputs_are_scaled_exactly_as_scale_inputs(dtype, offset):
-    # predict scales linear cards in one fused pass per band; it must give the same float32
-    # values, bit for bit, as models.scale_inputs on the channels-last stack.
+def test_model_inputs_are_scaled_exactly_as_scale_inputs(tmp_path, dtype, offset):
+    # predict reads 8/16-bit and float32 rasters straight into float32 (GDAL casts), other
+    # types as they are, and scales in place: the model must see the same float32 values, bit
+    # for bit, as models.scale_inputs gives on the raw values. Side-by-side patches with plain
+    # averaging pass them through unchanged (the shifted last patch adds x twice, halved).
     from helpers.models import scale_inputs
 
     rng = np.random.default_rng(3)
-    patches = [(rng.random((4, 9, 7)) * 3000).astype(dtype) for _ in range(3)]
+    data = (rng.random((4, 45, 38)) * 3000 + 1).astype(dtype)
+    scene = write_geotiff(tmp_path / f"{dtype}.tif", data, band_names=SCENE_BANDS, blocksize=16)
     card = dict(CARD, scaling={"method": "linear", "scale": 1.7e-4, "offset": offset})
-    fast = inference._to_model_inputs(patches, card)
-    reference = scale_inputs(np.stack(patches).transpose(0, 2, 3, 1), card)
-    assert fast.dtype == np.float32 and fast.shape == (3, 9, 7, 4)
-    np.testing.assert_array_equal(fast, reference)
+    seen = []
+
+    def recording(x: np.ndarray) -> np.ndarray:
+        seen.append(x.copy())
+        return x
+
+    out = inference.predict(recording, scene, tmp_path / "out.tif", card=card, patch_size=16,
+                            stride=16, blend="average", batch_size=5, progress=False)  # fmt: skip
+    reference = scale_inputs(data.transpose(1, 2, 0), card)
+    assert all(x.dtype == np.float32 and x.shape[1:] == (16, 16, 4) for x in seen)
+    np.testing.assert_array_equal(read_all(out), reference.transpose(2, 0, 1))
+    # And the first batch is exactly the first five windows' raw values, scaled.
+    for x, window in zip(seen[0], inference._patch_windows(45, 38, 16, 16), strict=False):
+        rows, cols = window.toslices()
+        np.testing.assert_array_equal(x, reference[rows, cols])
 
 
 def test_outputs_are_tiled_and_compressed_as_asked(tmp_path):
@@ -315,6 +329,11 @@ def test_outputs_are_tiled_and_compressed_as_asked(tmp_path):
             with rasterio.open(path) as ds:
                 found = ds.compression.name.lower() if ds.compression else "none"
                 assert found == compress, path
+                # The floating-point predictor for DEFLATE probabilities (smallest files), none
+                # for ZSTD (cheapest to write) and for the uint8 classes.
+                predictor = ds.tags(ns="IMAGE_STRUCTURE").get("PREDICTOR", "1")
+                floats = ds.dtypes[0] == "float32"
+                assert predictor == ("3" if floats and compress == "deflate" else "1"), path
         np.testing.assert_allclose(read_all(inference.output_paths(out, "both")[0]),
                                    read_all(scene), atol=1e-6)  # fmt: skip
 

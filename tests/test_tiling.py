@@ -196,6 +196,15 @@ def test_iter_patches_matches_direct_reads_in_row_major_order(scene):
     inside = out[0][1]
     with pytest.raises(ValueError):
         inside[0, 0, 0] = 1  # views into the strip buffer are read-only
+    last = list(tiling.iter_patches(scene, windows, bands=["red", 4], channels_last=True))
+    for (window, patch), (same, band_first) in zip(last, out, strict=True):
+        assert window == same and patch.shape == (32, 32, 2) and patch.dtype == np.uint16
+        np.testing.assert_array_equal(patch, band_first.transpose(1, 2, 0))
+    assert last[0][1].strides[1:] == (4, 2)  # pixel-interleaved: a patch row is contiguous
+    turns = tiling.iter_patches(scene, windows, bands=["red", 4], channels_last=True,
+                                reuse_strips=True)  # fmt: skip
+    for (window, patch), (_, expected) in zip(turns, last, strict=True):
+        np.testing.assert_array_equal(patch, expected, err_msg=str(window))
 
 
 @settings(max_examples=40, deadline=None)
@@ -215,6 +224,16 @@ def test_iter_patches_equals_boundless_reads_for_any_windows(tmp_path_factory, b
     assert [w for w, _ in out] == sorted(windows, key=lambda w: (w.row_off, w.col_off))
     for window, patch in out:
         np.testing.assert_array_equal(patch, direct_read(scene, window))
+    # The layout models take: the same values, channels-last.
+    last = list(tiling.iter_patches(scene, windows, channels_last=True))
+    assert [w for w, _ in last] == [w for w, _ in out]
+    for (window, patch), (_, band_first) in zip(last, out, strict=True):
+        assert patch.shape == (window.height, window.width, 4)
+        np.testing.assert_array_equal(patch, band_first.transpose(1, 2, 0))
+    # Two strip buffers taking turns: the same patches, when each is copied as it comes.
+    turns = tiling.iter_patches(scene, windows, channels_last=True, reuse_strips=True)
+    for (window, patch), (_, expected) in zip(turns, last, strict=True):
+        np.testing.assert_array_equal(patch, expected, err_msg=str(window))
 
 
 def test_read_patch_pads_with_fill(scene):
@@ -231,9 +250,9 @@ def test_each_source_block_is_read_once(scene, monkeypatch, size, stride):
     reads = []
     original = tiling._read_strip
 
-    def counting(dataset, indexes, window):
+    def counting(dataset, indexes, window, out):
         reads.append(window)
-        return original(dataset, indexes, window)
+        original(dataset, indexes, window, out)
 
     monkeypatch.setattr(tiling, "_read_strip", counting)
     windows = tiling.tile_windows(HEIGHT, WIDTH, size, stride, edge="pad")
@@ -250,7 +269,7 @@ def test_npz_extraction_streams_each_block_once(scene, tmp_path, monkeypatch):
     reads = []
     original = tiling._read_strip
     monkeypatch.setattr(
-        tiling, "_read_strip", lambda ds, idx, w: reads.append(w) or original(ds, idx, w)
+        tiling, "_read_strip", lambda ds, idx, w, out: reads.append(w) or original(ds, idx, w, out)
     )
     windows = tiling.tile_windows(HEIGHT, WIDTH, 24, 8, edge="pad")
     index = tiling.extract_patches(
@@ -271,7 +290,7 @@ def test_strips_skip_rows_no_window_needs(scene, monkeypatch):
     reads = []
     original = tiling._read_strip
     monkeypatch.setattr(
-        tiling, "_read_strip", lambda ds, idx, w: reads.append(w) or original(ds, idx, w)
+        tiling, "_read_strip", lambda ds, idx, w, out: reads.append(w) or original(ds, idx, w, out)
     )
     windows = [Window(0, 0, 16, 16), Window(32, 70, 16, 16), Window(5, 74, 16, 16)]
     for window, patch in tiling.iter_patches(scene, windows):
