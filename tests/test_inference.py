@@ -319,6 +319,40 @@ def test_model_inputs_are_scaled_exactly_as_scale_inputs(tmp_path, dtype, offset
         np.testing.assert_array_equal(x, reference[rows, cols])
 
 
+def test_batch_arrays_are_reused_for_keras_models_only(tmp_path):
+    # A Keras model is done with its input when it returns, so predict writes later batches
+    # into the same few arrays (no fresh memory per batch); any other callable may keep what
+    # it was given, so it must get arrays of its own, left as they were.
+    scene = float_scene(tmp_path, 200, 150, bands=2)
+    kwargs = {"bands": [1, 2], "patch_size": 32, "stride": 16, "batch_size": 3,
+              "progress": False}  # fmt: skip
+    kept = []
+
+    def keeping(x: np.ndarray) -> np.ndarray:
+        kept.append(x)
+        return x[..., :1] * 2
+
+    class KerasLike:
+        def __init__(self) -> None:
+            self.addresses: set[int] = set()
+
+        def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
+            self.addresses.add(x.__array_interface__["data"][0])
+            return x[..., :1] * 2
+
+    model = KerasLike()
+    fresh = inference.predict(keeping, scene, tmp_path / "fresh.tif", **kwargs)
+    reused = inference.predict(model, scene, tmp_path / "reused.tif", **kwargs)
+    assert_identical_files(fresh, reused)
+    assert len(model.addresses) <= inference.PREFETCH_BATCHES + 2 < len(kept)
+    data = read_all(scene)
+    windows = inference._patch_windows(200, 150, 32, 16)
+    assert sum(len(x) for x in kept) == len(windows)
+    for i, window in enumerate(windows):
+        rows, cols = window.toslices()
+        np.testing.assert_array_equal(kept[i // 3][i % 3], data[:, rows, cols].transpose(1, 2, 0))
+
+
 def test_outputs_are_tiled_and_compressed_as_asked(tmp_path):
     scene = float_scene(tmp_path, 300, 280, bands=1)
     out = tmp_path / "out.tif"
