@@ -848,9 +848,10 @@ def predict(
                     yield from patches
 
         # A Keras model does not keep its input batch: each batch array goes back to a pool
-        # once the model returns, and the next batch is written into it. A fresh 16 MiB array
-        # per batch would cost page faults (kernel time, on both cores) each time. Any other
-        # callable may keep or return its input, so it gets fresh arrays.
+        # once the model returns (unless the predictions are a view of it), and the next batch
+        # is written into it. A fresh 16 MiB array per batch would cost page faults (kernel
+        # time, on both cores) each time. Any other callable may keep its input, so it gets
+        # fresh arrays.
         pool: list[np.ndarray] | None = [] if hasattr(model, "predict_on_batch") else None
 
         def prepared() -> Iterator[tuple[list[Window], np.ndarray, list, np.ndarray]]:
@@ -896,8 +897,8 @@ def predict(
         batches = stack.enter_context(closing(_prefetched(prepared(), PREFETCH_BATCHES)))
         for batch, x, masks, buffer in batches:
             y = _predict_batch(model, x, tta)
-            if pool is not None:
-                pool.append(buffer)  # the model is done with it (and y is its own array)
+            if pool is not None and not np.may_share_memory(y, buffer):
+                pool.append(buffer)  # the model is done with it, and y is not a view of it
             if blender is None:
                 blender = open_outputs(y.shape[-1])
             elif y.shape[-1] != blender.k:

@@ -340,11 +340,20 @@ def test_batch_arrays_are_reused_for_keras_models_only(tmp_path):
             self.addresses.add(x.__array_interface__["data"][0])
             return x[..., :1] * 2
 
+    class KerasView(KerasLike):
+        def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
+            super().predict_on_batch(x)
+            return x[..., 1:]  # a view of the batch: blended later, so never reused meanwhile
+
     model = KerasLike()
     fresh = inference.predict(keeping, scene, tmp_path / "fresh.tif", **kwargs)
     reused = inference.predict(model, scene, tmp_path / "reused.tif", **kwargs)
     assert_identical_files(fresh, reused)
     assert len(model.addresses) <= inference.PREFETCH_BATCHES + 2 < len(kept)
+    viewing = KerasView()
+    viewed = inference.predict(viewing, scene, tmp_path / "view.tif", **kwargs)
+    reference = inference.predict(lambda x: x[..., 1:], scene, tmp_path / "ref.tif", **kwargs)
+    assert_identical_files(viewed, reference)
     data = read_all(scene)
     windows = inference._patch_windows(200, 150, 32, 16)
     assert sum(len(x) for x in kept) == len(windows)
