@@ -854,6 +854,11 @@ def predict(
         # fresh arrays.
         pool: list[np.ndarray] | None = [] if hasattr(model, "predict_on_batch") else None
 
+        def inside(window: Window) -> tuple[int, int]:
+            """Rows and columns of a patch inside the scene (less than the patch only when
+            the scene is smaller than it)."""
+            return min(patch, height - window.row_off), min(patch, width - window.col_off)
+
         def prepared() -> Iterator[tuple[list[Window], np.ndarray, list, np.ndarray]]:
             """Batches of (windows, scaled model inputs, nodata masks of the inside parts or
             None, the batch array to give back to the pool)."""
@@ -861,14 +866,11 @@ def predict(
             # patch is copied into the batch as it comes.
             windows: list[Window] = []
             masks: list[np.ndarray | None] = []
-            buffer = np.empty(0)
+            shape = (batch_size, patch, patch, len(indexes))
             for window, array in chunk_patches():
                 if not windows:
-                    buffer = pool.pop() if pool else None
-                    if buffer is None:
-                        buffer = np.empty((batch_size, patch, patch, len(indexes)), np.float32)
-                h = min(patch, height - window.row_off)
-                w = min(patch, width - window.col_off)
+                    buffer = pool.pop() if pool else np.empty(shape, dtype=np.float32)
+                h, w = inside(window)
                 region = array[:h, :w]
                 masks.append(_nodata_mask(region, nodata))
                 if (h, w) != (patch, patch):  # scene smaller than the patch: mirror-pad
@@ -883,8 +885,7 @@ def predict(
 
         def blend_batch(batch: list[Window], y: np.ndarray, masks: list) -> None:
             for window, pred, mask in zip(batch, y, masks, strict=True):
-                h = min(patch, height - window.row_off)
-                w = min(patch, width - window.col_off)
+                h, w = inside(window)
                 blender.add(window, np.moveaxis(pred[:h, :w], -1, 0), mask)
 
         # The main thread only runs the model: blending runs in one background thread (in
