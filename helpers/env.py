@@ -42,13 +42,14 @@ PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 #: Used when the course is neither installed nor cloned; keep in step with pyproject.toml.
 FALLBACK_REQUIREMENTS: dict[str, str] = {
-    "python": ">=3.10,<3.13",
+    "python": ">=3.10,<3.14",
     "numpy": ">=1.26,<3",
     "rasterio": ">=1.3.9,<2",
     "shapely": ">=2.0,<3",
     "pyproj": ">=3.6",
     "scikit-image": ">=0.22",
     "matplotlib": ">=3.8",
+    "ipywidgets": ">=7.6,<9",
     "keras": ">=3.3,<4",
     "tensorflow": ">=2.16,<2.22",
 }
@@ -64,6 +65,7 @@ _PACKAGES: dict[str, tuple[str, ...]] = {
     "geopandas": ("geopandas",),
     "scikit-learn": ("scikit-learn",),
     "pyyaml": ("pyyaml", "PyYAML"),
+    "ipywidgets": ("ipywidgets",),
     "ipyleaflet": ("ipyleaflet",),
     "keras": ("keras",),
 }
@@ -312,30 +314,75 @@ def _has_nvidia_driver() -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def _version_problem(name: str, version: str | None, spec: str) -> str | None:
-    """Advice when ``version`` is missing or outside ``spec``, else None."""
+def _version_problem(
+    name: str, version: str | None, spec: str, on_colab: bool = False
+) -> str | None:
+    """Advice when ``version`` is missing, too old or excluded by ``spec``, else None.
+
+    A version *newer* than the tested range is not a problem (see :func:`_version_note`): it
+    usually works, and on Colab the learner cannot choose it anyway.
+    """
+    restart = "then Runtime > Restart session" if on_colab else "and restart the kernel"
+    pip = "%pip install" if on_colab else "pip install"
     if version is None:
-        return f"{name} is not installed: run `pip install '{name}{spec}'` and restart the kernel."
-    if not spec:
+        return f"{name} is not installed: run `{pip} '{name}{spec}'` {restart}."
+    verdict = _compare(version, spec)
+    if verdict in ("ok", "newer"):
         return None
+    if name == "python":
+        if on_colab:
+            return (
+                f"Colab's Python {version} is older than the course needs ({spec}): choose "
+                "Runtime > Change runtime type > Runtime version > Latest, then run this cell "
+                "again."
+            )
+        return (
+            f"Python {version} is not supported (need {spec}): create the environment with a "
+            "supported Python (`make env` picks one; or PYTHON=/path/to/python3.12 make env)."
+        )
+    direction = "too old" if verdict == "older" else "not supported"
+    return (
+        f"{name} {version} is {direction} (need {spec}): run `{pip} --upgrade "
+        f"'{name}{spec}'` {restart}."
+    )
+
+
+def _version_note(name: str, version: str | None, spec: str, on_colab: bool = False) -> str | None:
+    """A calm note when ``version`` is newer than the range the course is tested with, else None."""
+    if version is None or _compare(version, spec) != "newer":
+        return None
+    label = "Python" if name == "python" else name
+    where = "Colab's " if on_colab else ""
+    if name == "python" or on_colab:
+        fix = "please report it in the course's issues"
+    else:
+        fix = f"install a tested version with `pip install '{name}{spec}'`"
+    return (
+        f"{where}{label} {version} is newer than the versions the course is tested with ({spec}); "
+        f"it usually works. If a cell fails inside {label}, {fix}."
+    )
+
+
+def _compare(version: str, spec: str) -> str:
+    """``"ok"``, ``"older"`` (below a lower bound), ``"newer"`` (above an upper bound only) or
+    ``"excluded"``. A version that cannot be parsed (a local build) counts as ``"ok"``."""
+    if not spec:
+        return "ok"
     try:
         parsed = Version(version)
     except InvalidVersion:
-        return None  # a local build with an odd version string; nothing reliable to say
-    if SpecifierSet(spec).contains(parsed, prereleases=True):
-        return None
-    if name == "python":
-        return (
-            f"Python {version} is not supported (need {spec}): create the environment "
-            "with a supported Python version."
-        )
-    minimums = [s.version for s in SpecifierSet(spec) if s.operator in (">=", ">", "==", "~=")]
-    too_old = minimums and parsed < Version(max(minimums, key=Version))
-    direction = "too old" if too_old else "not supported"
-    return (
-        f"{name} {version} is {direction} (need {spec}): run `pip install --upgrade "
-        f"'{name}{spec}'` and restart the kernel."
-    )
+        return "ok"  # a local build with an odd version string; nothing reliable to say
+    specifiers = SpecifierSet(spec)
+    if specifiers.contains(parsed, prereleases=True):
+        return "ok"
+    failed = [s for s in specifiers if not s.contains(parsed, prereleases=True)]
+    if all(s.operator in ("<", "<=") for s in failed):
+        return "newer"
+    if all(s.operator in (">=", ">", "~=", "==") for s in failed):
+        minimums = [s.version for s in specifiers if s.operator in (">=", ">", "==", "~=")]
+        if minimums and parsed < Version(max(minimums, key=Version)):
+            return "older"
+    return "excluded"
 
 
 def check_environment() -> EnvironmentReport:
@@ -365,17 +412,20 @@ def check_environment() -> EnvironmentReport:
     on_colab = _on_colab()
     python = platform.python_version()
 
-    problems = []
-    for name, version in [("python", python), *packages.items()]:
-        problem = _version_problem(name, version, requirements.get(name, ""))
-        if problem:
-            problems.append(problem)
+    checked = [("python", python), *packages.items()]
     if backend == "tensorflow":
-        problem = _version_problem("tensorflow", tensorflow, requirements.get("tensorflow", ""))
+        checked.append(("tensorflow", tensorflow))
+    problems, notes = [], []
+    for name, version in checked:
+        spec = requirements.get(name, "")
+        problem = _version_problem(name, version, spec, on_colab)
         if problem:
             problems.append(problem)
+        note = _version_note(name, version, spec, on_colab)
+        if note:
+            notes.append(note)
 
-    advice = list(problems)
+    advice = problems + notes
     if not gpus:
         advice.append(NO_GPU_ADVICE)
         if _has_nvidia_driver() and not on_colab and backend == "tensorflow":

@@ -108,10 +108,12 @@ def test_missing_package_is_a_problem(monkeypatch):
     [
         ("numpy", "1.26.0", ">=1.26,<3", None),
         ("numpy", "1.25.2", ">=1.26,<3", "numpy 1.25.2 is too old (need >=1.26,<3)"),
-        ("numpy", "3.0.0", ">=1.26,<3", "numpy 3.0.0 is not supported (need >=1.26,<3)"),
+        ("numpy", "3.0.0", ">=1.26,<3", None),  # newer than tested: a note, not a problem
+        ("numpy", "2.0.1", ">=1.26,!=2.0.1", "numpy 2.0.1 is not supported"),
         ("keras", "3.3.0rc1", ">=3.3", "keras 3.3.0rc1 is too old"),
         ("tensorflow", "2.21.0", ">=2.16,<2.22", None),
-        ("python", "3.9.18", ">=3.10,<3.13", "Python 3.9.18 is not supported"),
+        ("python", "3.9.18", ">=3.10,<3.14", "Python 3.9.18 is not supported"),
+        ("python", "3.14.0", ">=3.10,<3.14", None),
         ("pyproj", "3.7.0", "", None),
         ("pyproj", "not-a-version", ">=3.6", None),
     ],
@@ -122,6 +124,94 @@ def test_version_comparison(name, version, spec, expected):
         assert problem is None
     else:
         assert problem is not None and problem.startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("name", "version", "spec", "expected"),
+    [
+        ("numpy", "3.0.0", ">=1.26,<3", "numpy 3.0.0 is newer than the versions"),
+        ("python", "3.14.0", ">=3.10,<3.14", "Python 3.14.0 is newer than the versions"),
+        ("numpy", "2.1.3", ">=1.26,<3", None),
+        ("numpy", "1.25.2", ">=1.26,<3", None),  # too old is a problem, not a note
+    ],
+)
+def test_newer_than_tested_is_a_calm_note(name, version, spec, expected):
+    note = env._version_note(name, version, spec)
+    if expected is None:
+        assert note is None
+    else:
+        assert note is not None and note.startswith(expected) and "usually works" in note
+
+
+# Colab's runtime as its published package list gave it on 2026-08-19 (Python 3.13), and the
+# Colab-like stack one year older (Python 3.11). The Setup cell must report OK on both.
+COLAB_RUNTIMES = {
+    "2026-08 (Python 3.13)": {
+        "python": "3.13.15",
+        "tensorflow": "2.20.0",
+        "keras": "3.13.2",
+        "numpy": "2.1.3",
+        "ipywidgets": "7.7.1",
+        "ipyleaflet": "0.20.0",
+        "rasterio": "1.5.1",
+        "geopandas": "1.1.4",
+    },
+    "2025 (Python 3.11)": {
+        "python": "3.11.13",
+        "tensorflow": "2.19.0",
+        "keras": "3.10.0",
+        "numpy": "2.0.2",
+        "ipywidgets": "7.7.1",
+    },
+}
+
+
+def _colab_like(monkeypatch, versions: dict[str, str]) -> None:
+    """Make the check see ``versions`` on Colab (the other packages stay as installed here)."""
+    real = env._installed_version
+    by_distribution = {dist: name for name, dists in env._PACKAGES.items() for dist in dists}
+
+    def installed(distributions):
+        for dist in distributions:
+            name = (
+                "tensorflow" if dist in env._TENSORFLOW_DISTRIBUTIONS else by_distribution.get(dist)
+            )
+            if name in versions:
+                return versions[name]
+        return real(distributions)
+
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    monkeypatch.setattr(env, "_installed_version", installed)
+    monkeypatch.setattr(env, "_keras_backend", lambda: "tensorflow")
+    monkeypatch.setattr(env, "_tensorflow_version", lambda: versions["tensorflow"])
+    monkeypatch.setattr(env, "_gpus", lambda backend: ["Tesla T4"])
+    monkeypatch.setattr(env.platform, "python_version", lambda: versions["python"])
+
+
+@pytest.mark.parametrize("runtime", sorted(COLAB_RUNTIMES))
+def test_colab_runtime_reports_ok_without_alarming_advice(monkeypatch, runtime):
+    versions = COLAB_RUNTIMES[runtime]
+    _colab_like(monkeypatch, versions)
+    report = env.check_environment()
+    assert report.on_colab and report.ok, report.problems
+    assert report.python == versions["python"] and report.tensorflow == versions["tensorflow"]
+    assert report.packages["ipywidgets"] == versions["ipywidgets"]
+    assert report.advice == [], report.advice  # a GPU runtime with supported versions: silence
+    assert "status" in str(report) and "OK" in str(report).splitlines()[-1]
+
+
+def test_colab_advice_is_what_a_colab_learner_can_do(monkeypatch):
+    versions = dict(COLAB_RUNTIMES["2026-08 (Python 3.13)"], python="3.9.20", numpy="1.20.0")
+    versions["keras"] = "4.0.0"
+    _colab_like(monkeypatch, versions)
+    report = env.check_environment()
+    assert not report.ok
+    python, numpy = report.problems
+    assert "Runtime > Change runtime type > Runtime version" in python
+    assert "create the environment" not in python
+    assert "%pip install --upgrade 'numpy>=1.26" in numpy and "Restart session" in numpy
+    (note,) = [a for a in report.advice if a not in report.problems]
+    assert note.startswith("Colab's keras 4.0.0 is newer") and "report it" in note
 
 
 def test_requirements_come_from_the_installed_distribution():

@@ -44,6 +44,10 @@ def colab_badge(notebook_name: str) -> str:
 # Core dependencies the Setup cell never installs on Colab: Colab's own Keras and TensorFlow
 # must stay, and the rest only run the notebooks locally or headless (make lab, make course).
 COLAB_SKIP = {"keras", "jupyterlab", "ipykernel", "papermill", "nbconvert"}
+# Colab's own builds that an install on Colab must never upgrade: they are pinned at the installed
+# version on the pip command line, so a package that would need another version fails to install
+# with pip's message instead of replacing them (Colab's front end supports only ipywidgets 7).
+COLAB_KEEP = ("tensorflow", "keras", "numpy", "ipywidgets")
 # Import names that differ from the distribution's name.
 MODULE_NAMES = {
     "scikit-image": "skimage",
@@ -92,6 +96,7 @@ def setup_cell() -> str:
             line = "              "
         line += item + ", "
     wanted = "\n".join([*lines, line.rstrip(", ") + "}"])
+    colab_keep = "(" + ", ".join(f'"{dist}"' for dist in COLAB_KEEP) + ")"
     return f'''{MARKER} (tools/notebook_setup.py writes it).
 import importlib.util
 import os
@@ -104,11 +109,20 @@ if IN_COLAB:
     course = Path("/content/{name}")
     if not course.exists():
         subprocess.run(["git", "clone", "--depth", "1", "{url}", str(course)], check=True)
-    # Install only what Colab lacks (its TensorFlow and Keras stay); pyproject.toml's ranges.
+    # Install only what Colab lacks, in pyproject.toml's ranges. Colab's own TensorFlow, Keras,
+    # numpy and ipywidgets stay as they are: they are pinned on pip's command line.
     wanted = {wanted}
     missing = [pkg for module, pkg in wanted.items() if importlib.util.find_spec(module) is None]
     if missing:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
+        from importlib.metadata import PackageNotFoundError, version
+
+        keep = []
+        for dist in {colab_keep}:
+            try:
+                keep.append(f"{{dist}}=={{version(dist)}}")
+            except PackageNotFoundError:
+                pass
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing, *keep], check=True)
     os.chdir(course / "notebooks")
     from google.colab import output
 

@@ -6,29 +6,26 @@
 #   TF=cpu | TF=gpu    force one
 #   TF=none            keep the TensorFlow you already have: create the venv with
 #                      VENV_ARGS=--system-site-packages so it sees your existing installation
+#   PYTHON=/path/to/python      create the venv with this interpreter
+#   PYTHON_VERSION=3.13         create it with that version (on PATH, or installed by pyenv)
+#   OLDEST=1                    the lower-bounds environment (make test-oldest): the oldest Python
+#                               and the oldest version of every dependency pyproject.toml declares
 set -euo pipefail
 
 VENV=${VENV:-.venv}
 TF=${TF:-auto}
 VENV_ARGS=${VENV_ARGS:-}
-
-pick_python() {
-  # The course supports Python 3.10-3.12; prefer an explicit PYTHON, else the newest supported one.
-  local candidates=("${PYTHON:-}" python3.12 python3.11 python3.10 python3)
-  for py in "${candidates[@]}"; do
-    [ -n "$py" ] || continue
-    command -v "$py" >/dev/null 2>&1 || continue
-    if "$py" -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 12) else 1)'; then
-      echo "$py"; return 0
-    fi
-  done
-  echo "error: no Python 3.10-3.12 found on PATH. Install one (e.g. from python.org, pyenv or conda)" \
-       "or point PYTHON=/path/to/python3.11 at it, then run make again." >&2
-  return 1
-}
+OLDEST=${OLDEST:-}
+here=$(dirname "$0")
 
 if [ ! -x "$VENV/bin/python" ]; then
-  py=$(pick_python)
+  if [ -n "${PYTHON:-}" ]; then
+    py=$PYTHON
+  elif [ -n "$OLDEST" ]; then
+    py=$("$here/find_python.sh" oldest)
+  else
+    py=$("$here/find_python.sh" ${PYTHON_VERSION:-})
+  fi
   echo ">> creating $VENV with $($py --version)"
   "$py" -m venv $VENV_ARGS "$VENV"
 fi
@@ -42,8 +39,17 @@ case "$TF" in
   *) echo "error: TF=$TF is not one of auto, cpu, gpu, none" >&2; exit 2 ;;
 esac
 
+constraints=()
+if [ -n "$OLDEST" ]; then
+  # tools/oldest_constraints.py reads pyproject.toml; Python 3.10 needs tomli for that.
+  "$VENV/bin/python" -m pip install --quiet "tomli>=2; python_version < '3.11'"
+  "$VENV/bin/python" "$here/oldest_constraints.py" -o "$VENV/oldest-constraints.txt"
+  constraints=(--constraint "$VENV/oldest-constraints.txt")
+  echo ">> the oldest declared versions: $(tr '\n' ' ' < "$VENV/oldest-constraints.txt")"
+fi
+
 echo ">> installing the course into $VENV (TensorFlow build: $TF)"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet --editable ".[$extras]"
+"$VENV/bin/python" -m pip install --quiet "${constraints[@]}" --editable ".[$extras]"
 "$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (course)" >/dev/null
 echo "$TF" > "$VENV/.installed"
