@@ -593,7 +593,8 @@ def scale_to_uint8(
         array: ``(bands, rows, cols)``.
         limits: One ``(low, high)`` per band, in band order (a list, or a dict such as the
             recorded ``{"red": [low, high], ...}``).
-        nodata: Pixels where every band equals it become 0 in all bands.
+        nodata: Pixels where every band equals it become 0 in all bands (as do pixels with a
+            NaN or infinite band, with or without ``nodata``).
 
     Returns:
         uint8 ``(bands, rows, cols)``: ``round((value - low) * 255 / (high - low))`` clipped.
@@ -612,6 +613,9 @@ def scale_to_uint8(
     if np.any(highs <= lows):
         raise ValueError(f"every (low, high) in limits needs high > low, got {pairs}.")
     scaled = (array.astype(np.float32) - lows) * (np.float32(255.0) / (highs - lows))
+    nonfinite = _nonfinite_pixels(array)
+    if nonfinite is not None and nonfinite.any():
+        scaled[:, nonfinite] = 0  # NaN has no uint8 value
     out = np.rint(np.clip(scaled, 0, 255)).astype(np.uint8)
     if nodata is not None:
         out[:, _nodata_pixels(array, nodata)] = 0
@@ -1208,7 +1212,8 @@ def extract_patches(
             2-98 % percentiles from one decimated read of the raster. The limits used are
             recorded in ``index.json`` under ``"scaling"``.
         max_nodata_fraction: Skip patches with a larger fraction of nodata pixels (a pixel is
-            nodata when all bands equal the nodata value, or it lies outside the raster).
+            nodata when all bands equal the nodata value, any band is NaN or infinite, or it
+            lies outside the raster). A warning says when every patch was skipped.
         overwrite: Delete outputs of a different (or unknown) configuration and start again.
         workers: Parallel writers for per-patch files (creating and closing a file dominates
             the cost of small patches). The ``npz`` writer always writes shards from one
@@ -1454,13 +1459,32 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _nonfinite_pixels(array: np.ndarray) -> np.ndarray | None:
+    """``(rows, cols)`` True where any band of ``(bands, rows, cols)`` is NaN or infinite;
+    None for integer arrays (which cannot hold such values)."""
+    if not np.issubdtype(array.dtype, np.floating):
+        return None
+    return ~np.isfinite(array).all(axis=0)
+
+
 def _nodata_fraction(
     window: Window, array: np.ndarray, nodata: float | None, height: int, width: int
 ) -> float:
-    missing = np.count_nonzero(_nodata_pixels(array, nodata))
+    """Fraction of the patch that is nodata: every band equal to ``nodata``, any band NaN or
+    infinite (a float raster without declared nodata often marks it with NaN), or (without
+    ``nodata``, whose fill is flagged above) outside the raster."""
     if nodata is None:
-        r0, r1, c0, c1 = _clip(window, height, width)  # outside pixels are not flagged above
-        missing += window.height * window.width - (r1 - r0) * (c1 - c0)
+        r0, r1, c0, c1 = _clip(window, height, width)  # outside pixels counted once, here
+        missing = window.height * window.width - (r1 - r0) * (c1 - c0)
+        rows = slice(r0 - window.row_off, r1 - window.row_off)
+        cols = slice(c0 - window.col_off, c1 - window.col_off)
+        nonfinite = _nonfinite_pixels(array[:, rows, cols])
+        if nonfinite is not None:
+            missing += np.count_nonzero(nonfinite)
+    else:
+        mask = _nodata_pixels(array, nodata)
+        nonfinite = _nonfinite_pixels(array)
+        missing = np.count_nonzero(mask if nonfinite is None else mask | nonfinite)
     return float(missing) / (window.height * window.width)
 
 
