@@ -50,6 +50,7 @@ import os
 import shutil
 import struct
 import threading
+import warnings
 import zipfile
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -1037,6 +1038,35 @@ def _check_inputs(
             )
 
 
+def _warn_no_crs(path: PathLike) -> None:
+    warnings.warn(
+        f"{path} has no coordinate reference system (CRS): writing patches anyway, but the "
+        "GeoTIFF patches and index.geojson keep only its pixel transform and cannot be placed "
+        "on a map in a CRS. Assign the CRS of the data (e.g. `rio edit-info --crs EPSG:32633 "
+        "scene.tif`) to georeference them.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def _warn_all_nodata(
+    path: PathLike, counts: Mapping[str, int], nodata: float | None, max_fraction: float
+) -> None:
+    """Warn when no patch was written because every patch read was mostly nodata."""
+    skipped = counts.get("skipped_nodata", 0)
+    if skipped == 0 or counts.get("written", 0) > 0:
+        return
+    warnings.warn(
+        f"all {skipped} patch(es) of {path} were skipped as nodata (more than "
+        f"max_nodata_fraction={max_fraction} of their pixels equal the nodata value {nodata}, "
+        "are NaN or lie outside the raster): no patch was written. Check the raster's nodata "
+        "value (helpers.raster.describe) and that the windows cover its data, or raise "
+        "max_nodata_fraction.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 def _owned_paths(root: Path) -> list[Path]:
     """Outputs of extract_patches inside ``root`` (what overwrite=True may delete)."""
     names = ["patches", "shards", *SPLITS, "index.csv", "index.geojson", "index.json"]
@@ -1236,6 +1266,10 @@ def extract_patches(
         FileNotFoundError, RasterError: the source cannot be opened.
         FileExistsError: ``out_dir`` holds another configuration's patches and not overwrite.
         ValueError: bad arguments (each message names the argument).
+
+    Warns:
+        UserWarning: the raster has no CRS (patches are written, without georeferencing), or
+            every patch read was skipped as nodata (nothing was written).
     """
     root = Path(out_dir)
     window_list = [_int_window(w, f"windows[{i}]") for i, w in enumerate(windows)]
@@ -1251,6 +1285,8 @@ def extract_patches(
         profile, all_names = dict(ds.profile), raster._band_names(ds)
         height, width, crs, transform, nodata = ds.height, ds.width, ds.crs, ds.transform, ds.nodata
     _check_inputs(window_list, labels, splits, writer, layout, names_map, height, width, path)
+    if crs is None:
+        _warn_no_crs(path)
     image_writer = writer in ("png", "jpeg")
     if bands is None and image_writer:
         indexes = _default_image_bands(all_names)
@@ -1403,6 +1439,7 @@ def extract_patches(
     table = _index_table(ordered, transform, row_splits, row_labels, files, status, labels)
     _write_index(root, table, ordered, transform, crs)
     counts = {str(k): int(v) for k, v in sorted(table["status"].value_counts().items())}
+    _warn_all_nodata(path, counts, nodata, max_nodata_fraction)
     metadata = {
         "config": config,
         "complete": True,

@@ -508,6 +508,22 @@ def test_nan_counts_as_nodata_and_png_patches_keep_their_colours(tmp_path):
                                             "skipped_nodata"]  # fmt: skip
 
 
+def test_a_raster_without_crs_is_tiled_with_a_warning(tmp_path):
+    path = write_geotiff(tmp_path / "nocrs.tif", np.ones((1, 32, 32), "uint16"), crs=None)
+    windows = tiling.tile_windows(32, 32, 16)
+    with pytest.warns(UserWarning, match="no coordinate reference system"):
+        index = tiling.extract_patches(path, tmp_path / "out", windows, progress=False)
+    assert (index.table.status == "written").all()
+
+
+def test_a_raster_of_nodata_everywhere_warns_that_nothing_was_written(tmp_path):
+    path = write_geotiff(tmp_path / "empty.tif", np.zeros((2, 32, 32), "uint16"), nodata=0)
+    windows = tiling.tile_windows(32, 32, 16)
+    with pytest.warns(UserWarning, match="all 4 patch.*skipped as nodata.*nodata value 0"):
+        index = tiling.extract_patches(path, tmp_path / "out", windows, progress=False)
+    assert (index.table.status == "skipped_nodata").all()
+
+
 # --------------------------------------------------------------------------------------------
 # Resume, configuration changes, overwrite
 # --------------------------------------------------------------------------------------------
