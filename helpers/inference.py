@@ -296,6 +296,38 @@ def _warn_no_crs(path: PathLike) -> None:
     )
 
 
+def _classify(
+    probs: np.ndarray, threshold: float, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Classes of ``(k, rows, cols)`` probabilities, and where they are undefined.
+
+    Returns ``(classes, undefined)``: uint8 classes (``probability >= threshold`` for one
+    channel, else the argmax channel's class value) with :data:`CLASS_NODATA` where any
+    channel is NaN (a diverged model, or NaN pixels in the scene), and that boolean mask.
+    Without it NaN would become a real class: ``NaN >= threshold`` is False (class 0), and
+    ``argmax`` picks the first NaN channel.
+    """
+    undefined = np.isnan(probs).any(axis=0)
+    if probs.shape[0] == 1:
+        classes = (probs[0] >= np.float32(threshold)).astype(np.uint8)
+    else:
+        classes = values[np.argmax(probs, axis=0)]  # a new uint8 array
+    if undefined.any():
+        classes[undefined] = CLASS_NODATA
+    return classes, undefined
+
+
+def _warn_nan_classes(count: int, scene: PathLike) -> None:
+    warnings.warn(
+        f"{count} pixel(s) of {scene} got NaN probabilities (a model that diverged, or NaN "
+        "pixels in a float scene without a declared nodata value): they are written as class "
+        f"{CLASS_NODATA} (nodata), not as a class. Check the model's outputs on a few patches, "
+        "or declare the scene's nodata (e.g. `rio edit-info --nodata nan scene.tif`).",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Segmentation: blended overlapping patches
 # --------------------------------------------------------------------------------------------
@@ -631,7 +663,9 @@ def predict(
 
     Input pixels where every band equals the raster's nodata value are nodata in the outputs
     (NaN probabilities, class 255); the model still sees them inside patches (as scaled
-    nodata values), as it saw them in training patches.
+    nodata values), as it saw them in training patches. Other pixels whose blended
+    probabilities are NaN (a diverged model, or NaN in a float scene without a declared
+    nodata value) are class 255 too, never a real class, with a warning counting them.
 
     Args:
         model: A Keras model (its ``predict_on_batch`` is used) or any callable mapping a
@@ -795,6 +829,7 @@ def predict(
                     dst.update_tags(decision_threshold=str(float(threshold)))
                 files["class"] = dst
                 state["values"] = values
+                state["nan_pixels"] = 0  # valid input pixels whose probabilities are NaN
 
             # Writing (dividing, classifying, compressing) runs in a background thread, so
             # it overlaps with the model; at most WRITES_IN_FLIGHT bands of rows wait there.
@@ -808,12 +843,11 @@ def predict(
                 invalid = nodata_rows if nodata_rows.any() else None
                 window = Window(col0, row0, weights.shape[1], weights.shape[0])
                 if "class" in files:
-                    if probs.shape[0] == 1:
-                        classes = (probs[0] >= np.float32(threshold)).astype(np.uint8)
-                    else:
-                        classes = state["values"][np.argmax(probs, axis=0)]
+                    classes, undefined = _classify(probs, float(threshold), state["values"])
                     if invalid is not None:
                         classes[invalid] = CLASS_NODATA
+                        undefined &= ~invalid  # input nodata: expected, not counted
+                    state["nan_pixels"] += int(np.count_nonzero(undefined))
                     files["class"].write(classes, 1, window=window)
                 if "prob" in files:
                     if invalid is not None:
@@ -917,6 +951,8 @@ def predict(
         blender.finish()
         for future in state["pending"]:
             future.result()  # every band of rows written before the files close
+    if state.get("nan_pixels"):
+        _warn_nan_classes(state["nan_pixels"], scene)
     log.info("predicted %s -> %s", scene, ", ".join(map(str, paths)))
     return paths[0] if len(paths) == 1 else (paths[0], paths[1])
 

@@ -136,6 +136,31 @@ def _repair(geometries: np.ndarray, source: str) -> np.ndarray:
     return geometries
 
 
+def _check_geographic_range(gdf: gpd.GeoDataFrame, name: str) -> None:
+    """Refuse coordinates outside longitude/latitude range in a file that declares a
+    geographic CRS: metres labelled as degrees (reprojecting them gives empty geometries)."""
+    if not gdf.crs.is_geographic:
+        return
+    geometries = gdf.geometry.to_numpy()
+    geometries = geometries[~(shapely.is_missing(geometries) | shapely.is_empty(geometries))]
+    if len(geometries) == 0:
+        return
+    west, south, east, north = (float(v) for v in shapely.total_bounds(geometries))
+    # Longitudes up to 360 occur (0-360 conventions); latitudes never pass the poles.
+    if max(abs(west), abs(east)) <= 360.0 and max(abs(south), abs(north)) <= 90.0 + 1e-6:
+        return
+    declared = gdf.crs.to_string()
+    raise VectorError(
+        f"{name}: coordinates look projected (metres) but the file declares {declared}; set "
+        f"the right CRS. Its bounds ({west:.6g}, {south:.6g}, {east:.6g}, {north:.6g}) are "
+        "outside longitude -180..180 / latitude -90..90. Assign the CRS the coordinates were "
+        "digitised in (the raster's, often a UTM zone): in QGIS, right-click the layer > "
+        "Layer CRS > Set Layer CRS, then Export > Save Features As...; or in Python, "
+        "`gpd.read_file(path).set_crs('EPSG:32633', allow_override=True).to_file(path)` "
+        "(use your data's EPSG code)."
+    )
+
+
 def read_vectors(
     path: PathLike,
     *,
@@ -164,8 +189,10 @@ def read_vectors(
     Raises:
         FileNotFoundError: ``path`` does not exist.
         VectorError: The file cannot be read as vector data, it has several layers and no
-            ``layer`` was given, the layer does not exist, the file has no CRS, it holds no
-            features, or ``class_property`` is not one of its columns.
+            ``layer`` was given, the layer does not exist, the file has no CRS, it declares a
+            geographic CRS (EPSG:4326) for coordinates outside longitude/latitude range
+            (projected metres), it holds no features, or ``class_property`` is not one of
+            its columns.
 
     Example:
         >>> gdf = read_vectors("settlements_2021.geojson", crs="EPSG:32633")  # doctest: +SKIP
@@ -211,6 +238,7 @@ def read_vectors(
             f"class_property {class_property!r} is not a column of {name}. Available columns: "
             f"{', '.join(map(repr, columns)) or '(none)'}."
         )
+    _check_geographic_range(gdf, name)
     if crs is not None:
         target = crs if isinstance(crs, CRS) else CRS.from_user_input(crs)
         if not gdf.crs.equals(target.to_wkt()):
@@ -400,6 +428,34 @@ def tile_label_fractions(
     return np.clip(fractions, 0.0, 1.0)
 
 
+def _warn_if_labels_miss(
+    windows: Sequence[Window], transform: Affine, geometries: GeometriesLike
+) -> None:
+    """Warn when there are polygons but none covers any window (every label would be 0): the
+    symptom of labels in another CRS or of another place."""
+    geoms = _geometry_array(geometries)
+    geoms = geoms[~(shapely.is_missing(geoms) | shapely.is_empty(geoms))]
+    if len(geoms) == 0:
+        return  # no labels at all: negatives are what was asked for
+    source = getattr(geometries, "attrs", {}).get("source", "the labels")
+    crs = getattr(geometries, "crs", None)
+    crs_text = crs.to_string() if crs is not None else "unknown"
+    rows = [(w.row_off, w.row_off + w.height) for w in windows]
+    cols = [(w.col_off, w.col_off + w.width) for w in windows]
+    r0, r1 = min(r for r, _ in rows), max(r for _, r in rows)
+    c0, c1 = min(c for c, _ in cols), max(c for _, c in cols)
+    xs, ys = zip(*(transform * (c, r) for c in (c0, c1) for r in (r0, r1)), strict=True)
+    scene = ", ".join(f"{v:.6g}" for v in (min(xs), min(ys), max(xs), max(ys)))
+    label_bounds = ", ".join(f"{v:.6g}" for v in shapely.total_bounds(geoms))
+    logger.warning(
+        "None of the %d label geometries of %s (CRS %s) covers any of the %d windows: every "
+        "window is labelled 0 (negative). Label bounds (%s) vs the windows' bounds (%s) on the "
+        "raster's grid. The labels must be in the raster's CRS: read them with "
+        "read_vectors(path, crs=src.crs), and check with check_overlap.",
+        len(geoms), source, crs_text, len(windows), label_bounds, scene,
+    )  # fmt: skip
+
+
 def tile_labels(
     windows: Sequence[Window],
     transform: Affine,
@@ -415,7 +471,9 @@ def tile_labels(
     mask value" rule, which calls a 256 x 256 patch positive when a single pixel of a settlement
     clips its corner: the model is then asked to see something that is barely there, and the
     near-duplicate patches around every outline become noisy positives. Ignored patches are
-    best left out of training and reported separately.
+    best left out of training and reported separately. When there are polygons but none
+    covers any window (labels in another CRS, or of another place), a warning is logged with
+    both bounds.
 
     Args:
         windows: Patch windows over the raster whose grid is ``transform``.
@@ -443,6 +501,8 @@ def tile_labels(
             f"and positive={positive}. Example: positive=0.5, negative=0.05."
         )
     fractions = tile_label_fractions(windows, transform, geometries)
+    if len(fractions) and not fractions.any():
+        _warn_if_labels_miss(windows, transform, geometries)
     labels = np.full(len(fractions), IGNORE_LABEL, dtype=np.int8)
     labels[fractions >= positive - _FRACTION_TOLERANCE] = 1
     labels[fractions <= negative + _FRACTION_TOLERANCE] = 0

@@ -24,6 +24,7 @@ Conventions chosen here:
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -66,6 +67,8 @@ __all__ = [
     "valid_mask",
     "write_like",
 ]
+
+log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
 BandSelection = int | str | Sequence[int | str] | None
@@ -651,6 +654,51 @@ def percentile_stretch(
     return out if data.ndim == 3 else out[0]
 
 
+#: :func:`scene_percentiles` reads a raster without overviews whole (decimated) up to this many
+#: pixels; a larger one is sampled in a regular grid of windows instead.
+PERCENTILE_FULL_READ_PIXELS = 4096 * 4096
+#: Side, in pixels, of each window :func:`scene_percentiles` samples.
+PERCENTILE_SAMPLE_WINDOW = 64
+
+
+def _finite_values(band: np.ndarray) -> np.ndarray:
+    """The unmasked, finite values of a (masked) band, flattened."""
+    values = np.ma.compressed(band) if np.ma.isMaskedArray(band) else np.ravel(band)
+    if np.issubdtype(values.dtype, np.floating):
+        values = values[np.isfinite(values)]
+    return values
+
+
+def _sample_windows(height: int, width: int, max_size: int) -> list[Window]:
+    """A regular grid of about ``(max_size / PERCENTILE_SAMPLE_WINDOW)**2`` windows of
+    ``PERCENTILE_SAMPLE_WINDOW`` pixels, spread evenly from edge to edge: about ``max_size**2``
+    pixels in all, the same windows every time."""
+    side_r = min(PERCENTILE_SAMPLE_WINDOW, height)
+    side_c = min(PERCENTILE_SAMPLE_WINDOW, width)
+    per_axis = max(1, math.ceil(int(max_size) / PERCENTILE_SAMPLE_WINDOW))
+    rows = np.unique(np.linspace(0, height - side_r, per_axis).round().astype(int))
+    cols = np.unique(np.linspace(0, width - side_c, per_axis).round().astype(int))
+    return [Window(int(c), int(r), side_c, side_r) for r in rows for c in cols]
+
+
+def _sampled_values(path: PathLike, indexes: list[int], max_size: int) -> list[np.ndarray] | None:
+    """Valid values per band from a grid of windows, for a large raster without overviews
+    (a decimated read of it would decode every pixel); None for any other raster."""
+    with open_raster(path) as ds:
+        if ds.overviews(indexes[0]) or ds.width * ds.height <= PERCENTILE_FULL_READ_PIXELS:
+            return None
+        windows = _sample_windows(ds.height, ds.width, max_size)
+        log.info(
+            "%s: %d x %d px without overviews; percentiles from %d windows of %d px",
+            path, ds.width, ds.height, len(windows), PERCENTILE_SAMPLE_WINDOW,
+        )  # fmt: skip
+        parts = [ds.read(indexes, window=w, masked=True) for w in windows]
+    values = [np.concatenate([_finite_values(p[b]) for p in parts]) for b in range(len(indexes))]
+    if any(v.size == 0 for v in values):
+        return None  # the samples missed the data: read it all rather than fail
+    return values
+
+
 def scene_percentiles(
     path: PathLike,
     bands: BandSelection = None,
@@ -659,38 +707,47 @@ def scene_percentiles(
     *,
     max_size: int = 1024,
 ) -> dict[str, list[float]]:
-    """Per-band percentiles of a whole raster, from one decimated (overview) read.
+    """Per-band percentiles of a whole raster, from a decimated (overview) read or a sample.
 
     The stretch limits of a scene: pass ``list(limits.values())`` to
     :func:`percentile_stretch` to draw patches or zooms with the scene's colours, or record them
-    as the scaling of 8-bit patches. Nodata is ignored.
+    as the scaling of 8-bit patches. Nodata, NaN and infinite values are ignored (a float
+    raster without a declared nodata value often marks nodata with NaN).
+
+    Rasters with at most ``max_size`` pixels a side are read whole (exact percentiles); larger
+    ones are read decimated to ``max_size`` (from their overviews where they have some). A
+    raster without overviews and larger than :data:`PERCENTILE_FULL_READ_PIXELS` is sampled
+    instead: a regular grid of :data:`PERCENTILE_SAMPLE_WINDOW`-pixel windows, about
+    ``max_size**2`` pixels in all (deterministic), since a decimated read would decode it whole.
 
     Args:
         path: The raster.
         bands: Bands to measure (names or 1-based indices; None: all).
         low: Lower percentile.
         high: Upper percentile.
-        max_size: Longest side of the decimated read.
+        max_size: Longest side of the decimated read (the sample holds about its square).
 
     Returns:
         ``{band name: [value at low, value at high]}`` in band order; ``high`` is nudged above
         ``low`` for a constant band.
 
     Raises:
-        ValueError: a band holds only nodata.
+        ValueError: a band holds only nodata (or non-finite values).
     """
     with open_raster(path) as ds:
         names = _band_names(ds)
     indexes = resolve_bands(bands, names, path=path)
-    image, _ = read_decimated(path, max_size=max_size, bands=indexes, masked=True)
+    samples = _sampled_values(path, indexes, max_size)
+    if samples is None:
+        image, _ = read_decimated(path, max_size=max_size, bands=indexes, masked=True)
+        samples = [_finite_values(band) for band in image]
     limits = {}
-    for index, band in zip(indexes, image, strict=True):
-        values = band.compressed()
+    for index, values in zip(indexes, samples, strict=True):
         if values.size == 0:
             raise ValueError(
-                f"band {names[index - 1]!r} of {path} holds only nodata: no percentiles to "
-                "compute; give (low, high) values yourself (limits= for a stretch, scaling= "
-                "for 8-bit patches)."
+                f"band {names[index - 1]!r} of {path} holds only nodata (or NaN/infinite "
+                "values): no percentiles to compute; give (low, high) values yourself (limits= "
+                "for a stretch, scaling= for 8-bit patches)."
             )
         lo, hi = (float(v) for v in np.percentile(values, [low, high]))
         limits[names[index - 1]] = [lo, hi if hi > lo else lo + 1.0]

@@ -702,6 +702,7 @@ def load_region(path: PathLike, *, check_files: bool = True, fetch: bool = False
         names = tuple(b.lower() for b in bands_cfg) if bands_cfg else ()
         return Region(band_names=names, nodata=nodata, **region_kwargs)
     band_names, nodata = _check_scenes(scenes, bands_cfg, nodata, sentinel2, config)
+    _check_tiling_fits(tiling, scenes, config)
     region = Region(band_names=band_names, nodata=nodata, **region_kwargs)
     _check_labels(region, config)
     _check_aoi(region, config)
@@ -743,6 +744,32 @@ def _check_scenes(scenes, bands_cfg, nodata, sentinel2, config):
             )
         band_names = tuple(b.lower() for b in bands_cfg)
     return band_names, nodata
+
+
+def _check_tiling_fits(tiling: Tiling, scenes: Mapping[str, Path], config) -> None:
+    """Refuse a patch or tile size larger than a side of the smallest scene, and a block size
+    larger than the whole scene (one block: no spatial train / validation / test split)."""
+    infos = {path: _raster.describe(path) for path in scenes.values()}
+    path, info = min(infos.items(), key=lambda item: min(item[1].height, item[1].width))
+    height, width = info.height, info.width
+    scene = f"the scene {path.name} ({width} x {height} px)"
+    for key, what in (("patch_size", "patch"), ("tile_size", "tile")):
+        size = getattr(tiling, key)
+        if size > min(height, width):
+            raise _fail(
+                config,
+                f"tiling.{key}",
+                f"{size} px is larger than {scene}: no {what} fits in it. Use a {key} of at most "
+                f"{min(height, width)} px.",
+            )
+    if tiling.block_size > max(height, width):
+        raise _fail(
+            config,
+            "tiling.block_size",
+            f"{tiling.block_size} px is larger than {scene}: the whole scene is one block, so "
+            "train, validation and test cannot be split by place. Use a block_size that cuts "
+            f"the scene into several blocks (e.g. {max(max(height, width) // 4, 1)} px).",
+        )
 
 
 def _check_labels(region: Region, config) -> None:

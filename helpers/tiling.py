@@ -50,6 +50,7 @@ import os
 import shutil
 import struct
 import threading
+import warnings
 import zipfile
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -593,7 +594,8 @@ def scale_to_uint8(
         array: ``(bands, rows, cols)``.
         limits: One ``(low, high)`` per band, in band order (a list, or a dict such as the
             recorded ``{"red": [low, high], ...}``).
-        nodata: Pixels where every band equals it become 0 in all bands.
+        nodata: Pixels where every band equals it become 0 in all bands (as do pixels with a
+            NaN or infinite band, with or without ``nodata``).
 
     Returns:
         uint8 ``(bands, rows, cols)``: ``round((value - low) * 255 / (high - low))`` clipped.
@@ -612,6 +614,9 @@ def scale_to_uint8(
     if np.any(highs <= lows):
         raise ValueError(f"every (low, high) in limits needs high > low, got {pairs}.")
     scaled = (array.astype(np.float32) - lows) * (np.float32(255.0) / (highs - lows))
+    nonfinite = _nonfinite_pixels(array)
+    if nonfinite is not None and nonfinite.any():
+        scaled[:, nonfinite] = 0  # NaN has no uint8 value
     out = np.rint(np.clip(scaled, 0, 255)).astype(np.uint8)
     if nodata is not None:
         out[:, _nodata_pixels(array, nodata)] = 0
@@ -1033,6 +1038,35 @@ def _check_inputs(
             )
 
 
+def _warn_no_crs(path: PathLike) -> None:
+    warnings.warn(
+        f"{path} has no coordinate reference system (CRS): writing patches anyway, but the "
+        "GeoTIFF patches and index.geojson keep only its pixel transform and cannot be placed "
+        "on a map in a CRS. Assign the CRS of the data (e.g. `rio edit-info --crs EPSG:32633 "
+        "scene.tif`) to georeference them.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def _warn_all_nodata(
+    path: PathLike, counts: Mapping[str, int], nodata: float | None, max_fraction: float
+) -> None:
+    """Warn when no patch was written because every patch read was mostly nodata."""
+    skipped = counts.get("skipped_nodata", 0)
+    if skipped == 0 or counts.get("written", 0) > 0:
+        return
+    warnings.warn(
+        f"all {skipped} patch(es) of {path} were skipped as nodata (more than "
+        f"max_nodata_fraction={max_fraction} of their pixels equal the nodata value {nodata}, "
+        "are NaN or lie outside the raster): no patch was written. Check the raster's nodata "
+        "value (helpers.raster.describe) and that the windows cover its data, or raise "
+        "max_nodata_fraction.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 def _owned_paths(root: Path) -> list[Path]:
     """Outputs of extract_patches inside ``root`` (what overwrite=True may delete)."""
     names = ["patches", "shards", *SPLITS, "index.csv", "index.geojson", "index.json"]
@@ -1208,7 +1242,8 @@ def extract_patches(
             2-98 % percentiles from one decimated read of the raster. The limits used are
             recorded in ``index.json`` under ``"scaling"``.
         max_nodata_fraction: Skip patches with a larger fraction of nodata pixels (a pixel is
-            nodata when all bands equal the nodata value, or it lies outside the raster).
+            nodata when all bands equal the nodata value, any band is NaN or infinite, or it
+            lies outside the raster). A warning says when every patch was skipped.
         overwrite: Delete outputs of a different (or unknown) configuration and start again.
         workers: Parallel writers for per-patch files (creating and closing a file dominates
             the cost of small patches). The ``npz`` writer always writes shards from one
@@ -1231,6 +1266,10 @@ def extract_patches(
         FileNotFoundError, RasterError: the source cannot be opened.
         FileExistsError: ``out_dir`` holds another configuration's patches and not overwrite.
         ValueError: bad arguments (each message names the argument).
+
+    Warns:
+        UserWarning: the raster has no CRS (patches are written, without georeferencing), or
+            every patch read was skipped as nodata (nothing was written).
     """
     root = Path(out_dir)
     window_list = [_int_window(w, f"windows[{i}]") for i, w in enumerate(windows)]
@@ -1246,6 +1285,8 @@ def extract_patches(
         profile, all_names = dict(ds.profile), raster._band_names(ds)
         height, width, crs, transform, nodata = ds.height, ds.width, ds.crs, ds.transform, ds.nodata
     _check_inputs(window_list, labels, splits, writer, layout, names_map, height, width, path)
+    if crs is None:
+        _warn_no_crs(path)
     image_writer = writer in ("png", "jpeg")
     if bands is None and image_writer:
         indexes = _default_image_bands(all_names)
@@ -1398,6 +1439,7 @@ def extract_patches(
     table = _index_table(ordered, transform, row_splits, row_labels, files, status, labels)
     _write_index(root, table, ordered, transform, crs)
     counts = {str(k): int(v) for k, v in sorted(table["status"].value_counts().items())}
+    _warn_all_nodata(path, counts, nodata, max_nodata_fraction)
     metadata = {
         "config": config,
         "complete": True,
@@ -1454,13 +1496,32 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _nonfinite_pixels(array: np.ndarray) -> np.ndarray | None:
+    """``(rows, cols)`` True where any band of ``(bands, rows, cols)`` is NaN or infinite;
+    None for integer arrays (which cannot hold such values)."""
+    if not np.issubdtype(array.dtype, np.floating):
+        return None
+    return ~np.isfinite(array).all(axis=0)
+
+
 def _nodata_fraction(
     window: Window, array: np.ndarray, nodata: float | None, height: int, width: int
 ) -> float:
-    missing = np.count_nonzero(_nodata_pixels(array, nodata))
+    """Fraction of the patch that is nodata: every band equal to ``nodata``, any band NaN or
+    infinite (a float raster without declared nodata often marks it with NaN), or (without
+    ``nodata``, whose fill is flagged above) outside the raster."""
     if nodata is None:
-        r0, r1, c0, c1 = _clip(window, height, width)  # outside pixels are not flagged above
-        missing += window.height * window.width - (r1 - r0) * (c1 - c0)
+        r0, r1, c0, c1 = _clip(window, height, width)  # outside pixels counted once, here
+        missing = window.height * window.width - (r1 - r0) * (c1 - c0)
+        rows = slice(r0 - window.row_off, r1 - window.row_off)
+        cols = slice(c0 - window.col_off, c1 - window.col_off)
+        nonfinite = _nonfinite_pixels(array[:, rows, cols])
+        if nonfinite is not None:
+            missing += np.count_nonzero(nonfinite)
+    else:
+        mask = _nodata_pixels(array, nodata)
+        nonfinite = _nonfinite_pixels(array)
+        missing = np.count_nonzero(mask if nonfinite is None else mask | nonfinite)
     return float(missing) / (window.height * window.width)
 
 

@@ -437,6 +437,48 @@ def test_nodata_stays_nodata_and_classes_use_the_card_threshold(tmp_path):
         assert ds.tags()["class_1"] == "vegetation"
 
 
+def nan_where_input_is_nan_or_high(x: np.ndarray) -> np.ndarray:
+    """A model whose output is NaN where its input is, and where band 1 is above 0.8."""
+    y = x[..., :1].copy()
+    y[y > 0.8] = np.nan
+    return y
+
+
+@pytest.mark.parametrize("output", ["both", "classes"])
+def test_nan_probabilities_are_class_nodata_with_a_warning(tmp_path, output):
+    data = np.random.default_rng(5).random((1, 24, 24)).astype("float32") * 0.7
+    data[0, 2:5, 3:7] = np.nan  # NaN pixels, no nodata declared
+    data[0, 10:12, 10:13] = 0.9  # the "model" diverges here
+    scene = write_geotiff(tmp_path / "nan.tif", data, nodata=None)
+    expected_nan = np.isnan(data[0]) | (data[0] > 0.8)
+    with pytest.warns(UserWarning, match=f"{expected_nan.sum()} pixel.*NaN probabilities"):
+        out = inference.predict(nan_where_input_is_nan_or_high, scene, tmp_path / "p.tif",
+                                bands=[1], patch_size=8, output=output, threshold=0.5,
+                                progress=False)  # fmt: skip
+    classes = read_all(out[1] if output == "both" else out)[0]
+    np.testing.assert_array_equal(classes == 255, expected_nan)
+    np.testing.assert_array_equal(classes[~expected_nan], (data[0][~expected_nan] >= 0.5))
+
+
+def test_nan_in_one_channel_is_class_nodata_not_the_argmax(tmp_path):
+    scene = float_scene(tmp_path, 16, 16, bands=3)
+
+    def half_nan(x: np.ndarray) -> np.ndarray:
+        y = x.copy()
+        y[:, :4, :, 1] = np.nan  # channel 1 diverges in the first rows of every patch
+        return y
+
+    with pytest.warns(UserWarning, match="NaN probabilities"):
+        out = inference.predict(half_nan, scene, tmp_path / "c.tif", bands=[1, 2, 3],
+                                patch_size=8, stride=8, blend="average", output="classes",
+                                progress=False)  # fmt: skip
+    classes = read_all(out)[0]
+    rows = np.arange(16) % 8 < 4
+    assert (classes[rows] == 255).all()
+    expected = np.argmax(read_all(scene), axis=0)
+    np.testing.assert_array_equal(classes[~rows], expected[~rows])
+
+
 def test_multichannel_classes_are_the_argmax_mapped_to_card_class_ids(tmp_path):
     scene = float_scene(tmp_path, 24, 24, bands=3)
     card = {**CARD, "bands": ["band_1", "band_2", "band_3"],

@@ -111,6 +111,18 @@ def test_shapefile_without_prj_names_file_and_fix(tmp_path, outlines):
     assert str(path) in message and "set_crs" in message and "QGIS" in message
 
 
+@pytest.mark.parametrize("target", [UTM_CRS, None])
+def test_metres_declared_as_lon_lat_name_the_crs_mistake(tmp_path, outlines, target):
+    wrong = outlines.set_crs("EPSG:4326", allow_override=True)  # UTM metres, declared degrees
+    path = write_vectors(wrong, tmp_path / "metres.gpkg", None)
+    with pytest.raises(VectorError) as info:
+        labels.read_vectors(path, crs=target)
+    message = str(info.value)
+    assert "coordinates look projected (metres) but the file declares EPSG:4326" in message
+    assert "set the right CRS" in message and "metres.gpkg" in message
+    assert "empty geometry" not in message
+
+
 def test_empty_feature_collection_raises(tmp_path):
     path = tmp_path / "empty.geojson"
     path.write_text(json.dumps({"type": "FeatureCollection", "features": []}))
@@ -216,6 +228,24 @@ def test_tile_labels_thresholds():
     np.testing.assert_array_equal(result, [1, 1, IGNORE_LABEL, 0, 0])
     strict = labels.tile_labels(windows, Affine.identity(), polygons, positive=0.9, negative=0)
     np.testing.assert_array_equal(strict, [1, IGNORE_LABEL, IGNORE_LABEL, IGNORE_LABEL, 0])
+
+
+def test_tile_labels_warn_when_the_labels_miss_every_window(outlines, caplog):
+    transform = Affine(1.0, 0, X0, 0, -1.0, Y0)
+    windows = [Window(c, r, 16, 16) for r in range(0, 64, 16) for c in range(0, 64, 16)]
+    far = outlines.to_crs("EPSG:4326")  # lon/lat handed over as if in the raster's CRS
+    far.attrs["source"] = "camps.geojson"
+    with caplog.at_level(logging.WARNING, logger="helpers.labels"):
+        result = labels.tile_labels(windows, transform, far)
+    assert (result == 0).all()
+    assert "None of the 2 label geometries of camps.geojson (CRS EPSG:4326)" in caplog.text
+    assert "500000, 3.99994e+06, 500064, 4e+06" in caplog.text  # the windows' bounds
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="helpers.labels"):
+        hit = labels.tile_labels(windows, transform, outlines)
+        none = labels.tile_labels(windows, transform, [])
+    assert (hit != 0).any() and (none == 0).all()
+    assert "None of the" not in caplog.text  # labels that hit, or no labels: no warning
 
 
 @pytest.mark.parametrize(("positive", "negative"), [(0.5, 0.5), (0.2, 0.3), (1.5, 0.1), (0.5, -1)])

@@ -466,3 +466,45 @@ def test_scene_percentiles_give_one_stretch_for_every_part_of_a_scene(scene_path
     )
     with pytest.raises(ValueError, match="limits has 2"):
         raster.percentile_stretch(corner, limits=[(0, 1), (0, 1)])
+
+
+def test_scene_percentiles_ignore_nan_in_a_float_raster_without_nodata(tmp_path):
+    data = np.random.default_rng(2).normal(100.0, 10.0, (2, 40, 50)).astype("float32")
+    data[:, :5, :] = np.nan  # nodata written as NaN, no nodata declared
+    data[1, 20, 20] = np.inf
+    path = write_geotiff(tmp_path / "nan.tif", data, nodata=None)
+    limits = raster.scene_percentiles(path)
+    for band, (low, high) in zip(data, limits.values(), strict=True):
+        finite = band[np.isfinite(band)]
+        assert [low, high] == pytest.approx(np.percentile(finite, [2, 98]).tolist())
+    data[1] = np.nan
+    write_geotiff(tmp_path / "nan.tif", data, nodata=None)
+    with pytest.raises(ValueError, match="'band_2' .* only nodata"):
+        raster.scene_percentiles(tmp_path / "nan.tif")
+
+
+def test_scene_percentiles_sample_a_large_raster_without_overviews(tmp_path, monkeypatch):
+    monkeypatch.setattr(raster, "PERCENTILE_FULL_READ_PIXELS", 100 * 100, raising=False)
+    rng = np.random.default_rng(3)
+    data = rng.gamma(2.0, 500.0, (1, 300, 400)).astype("float32")
+    data[0, :, :200] += 1000.0  # the left half is brighter: the sample must see both halves
+    path = write_geotiff(tmp_path / "big.tif", data, nodata=None)
+
+    def whole_read(*args, **kwargs):
+        raise AssertionError("the whole raster was read")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(raster, "read_decimated", whole_read)
+        limits = raster.scene_percentiles(path, max_size=128)
+        again = raster.scene_percentiles(path, max_size=128)
+    assert limits == again  # deterministic
+    low, high = limits["band_1"]
+    exact = np.percentile(data, [2, 98])
+    assert low == pytest.approx(exact[0], rel=0.25) and high == pytest.approx(exact[1], rel=0.1)
+    # With overviews the (cheap) decimated read is used, as for a raster below the limit.
+    with_overviews = write_geotiff(tmp_path / "ovr.tif", data, nodata=None, overviews=(2, 4))
+    decimated, _ = raster.read_decimated(with_overviews, max_size=128, masked=True)
+    expected = np.percentile(decimated.compressed(), [2, 98])
+    assert raster.scene_percentiles(with_overviews, max_size=128)["band_1"] == pytest.approx(
+        expected.tolist()
+    )

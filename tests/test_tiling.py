@@ -481,6 +481,49 @@ def test_mostly_nodata_patches_are_skipped(scene, tmp_path):
     assert loose.table.status.tolist() == ["skipped_nodata", "written", "written"]
 
 
+def test_nan_counts_as_nodata_and_png_patches_keep_their_colours(tmp_path):
+    """A float scene marking nodata with NaN, without a declared nodata value."""
+    data = np.random.default_rng(7).uniform(100, 200, (3, 64, 64)).astype("float32")
+    data[:, :32, :24] = np.nan  # 24/32 of the top-left patch: above max_nodata_fraction
+    data[0, 40:44, 40:48] = np.nan  # 32 pixels (1 band) of the bottom-right patch
+    path = write_geotiff(tmp_path / "nan.tif", data, nodata=None)
+    windows = tiling.tile_windows(64, 64, 32)
+    index = tiling.extract_patches(path, tmp_path / "png", windows, writer="png", progress=False)
+    assert index.table.status.tolist() == ["skipped_nodata", "written", "written", "written"]
+    limits = index.metadata["scaling"]
+    for (low, high), band in zip(limits.values(), data, strict=True):
+        assert [low, high] == pytest.approx(np.nanpercentile(band, [2, 98]).tolist())
+    for row in index.written.itertuples():
+        window = Window(row.col_off, row.row_off, row.width, row.height)
+        patch = direct_read(path, window)
+        picture = np.moveaxis(np.asarray(Image.open(tmp_path / "png" / row.file)), -1, 0)
+        valid = ~np.isnan(patch).any(axis=0)
+        assert picture[:, valid].mean() > 50  # not black
+        assert (picture[:, ~valid] == 0).all()
+        np.testing.assert_array_equal(picture, tiling.scale_to_uint8(patch, limits))
+    strict = tiling.extract_patches(path, tmp_path / "npz", windows, writer="npz",
+                                    max_nodata_fraction=0.02, progress=False)  # fmt: skip
+    # 32 NaN pixels of 1024 is 0.031 > 0.02: the bottom-right patch is skipped too
+    assert strict.table.status.tolist() == ["skipped_nodata", "written", "written",
+                                            "skipped_nodata"]  # fmt: skip
+
+
+def test_a_raster_without_crs_is_tiled_with_a_warning(tmp_path):
+    path = write_geotiff(tmp_path / "nocrs.tif", np.ones((1, 32, 32), "uint16"), crs=None)
+    windows = tiling.tile_windows(32, 32, 16)
+    with pytest.warns(UserWarning, match="no coordinate reference system"):
+        index = tiling.extract_patches(path, tmp_path / "out", windows, progress=False)
+    assert (index.table.status == "written").all()
+
+
+def test_a_raster_of_nodata_everywhere_warns_that_nothing_was_written(tmp_path):
+    path = write_geotiff(tmp_path / "empty.tif", np.zeros((2, 32, 32), "uint16"), nodata=0)
+    windows = tiling.tile_windows(32, 32, 16)
+    with pytest.warns(UserWarning, match="all 4 patch.*skipped as nodata.*nodata value 0"):
+        index = tiling.extract_patches(path, tmp_path / "out", windows, progress=False)
+    assert (index.table.status == "skipped_nodata").all()
+
+
 # --------------------------------------------------------------------------------------------
 # Resume, configuration changes, overwrite
 # --------------------------------------------------------------------------------------------
