@@ -32,13 +32,13 @@ from typing import Any
 import numpy as np
 import rasterio
 import shapely
-import yaml
 from pyproj import Transformer
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from helpers import labels as _labels
 from helpers import raster as _raster
+from helpers import region_yaml as _region_yaml
 
 __all__ = [
     "DEFAULT_TILING",
@@ -338,6 +338,49 @@ def _fail(config: Path | str, key: str, message: str) -> RegionConfigError:
     return RegionConfigError(f"{where}: {message}")
 
 
+def _read_config(config: Path) -> _region_yaml.YamlDocument:
+    """The config's YAML, read strictly (UTF-8, no key twice); missing files named with the fix."""
+    if not config.exists():
+        raise FileNotFoundError(
+            f"Region config {config} does not exist. Copy regions/template.yaml next to it and "
+            "fill it in, or pass the path of an existing config (e.g. ../regions/sample.yaml)."
+        )
+    try:
+        return _region_yaml.read_yaml(config)
+    except _region_yaml.ConfigYamlError as exc:
+        raise RegionConfigError(str(exc)) from exc
+
+
+#: Keys that hold names or class values: text (or numbers), never a YAML 1.1 boolean.
+_TEXT_KEYS = (
+    ("name",),
+    ("description",),
+    ("imagery", "bands"),
+    ("labels", "layer"),
+    ("labels", "class_property"),
+    ("labels", "target"),
+    ("labels", "values"),
+)
+
+
+def _check_yaml_booleans(booleans: Mapping[tuple, _region_yaml.YamlBoolean], config) -> None:
+    """Refuse ``values: [yes]`` and the like: YAML 1.1 turns yes/no/on/off/true/false into
+    booleans, so the class "yes" would silently become ``True`` and match nothing."""
+    for path, found in booleans.items():
+        key = next((k for k in _TEXT_KEYS if path[: len(k)] == k), None)
+        if key is None:
+            continue
+        where = ".".join(map(str, key)) + "".join(f"[{i}]" for i in path[len(key) :])
+        quoted = f"[{found.text!r}]" if len(path) > len(key) else repr(found.text)
+        raise _fail(
+            config,
+            where,
+            f"{found.text} (line {found.line}) was read as the boolean {found.value}, not the "
+            f"text {found.text!r} (YAML reads unquoted yes/no/on/off/true/false as booleans); "
+            f"quote it: {key[-1]}: {quoted}.",
+        )
+
+
 def _check_keys(section: Mapping[str, Any], schema: Mapping[str, Any], prefix: str, config) -> None:
     for key in section:
         if key not in schema:
@@ -542,22 +585,18 @@ def load_region(path: PathLike, *, check_files: bool = True, fetch: bool = False
 
     Raises:
         FileNotFoundError: The config, a scene or a label file does not exist.
-        RegionConfigError: The config is invalid; the message names the key and the fix.
+        IsADirectoryError: ``path`` is a folder.
+        RegionConfigError: The config is invalid (also: not UTF-8, a key written twice, a
+            class name YAML read as a boolean); the message names the key and the fix.
         helpers.labels.VectorError: A label file cannot be read or misses the imagery.
     """
     config = Path(os.fspath(path))
-    if not config.is_file():
-        raise FileNotFoundError(
-            f"Region config {config} does not exist. Copy regions/template.yaml next to it and "
-            "fill it in, or pass the path of an existing config (e.g. ../regions/sample.yaml)."
-        )
-    try:
-        data = yaml.safe_load(config.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise RegionConfigError(f"{config} is not valid YAML: {exc}") from exc
+    document = _read_config(config)
+    data = document.data
     if not isinstance(data, Mapping):
         raise RegionConfigError(f"{config}: expected a mapping of keys at the top, got {data!r}.")
     _check_keys(data, _SCHEMA, "", config)
+    _check_yaml_booleans(document.booleans, config)
     base = config.resolve().parent
     name = str(data.get("name") or config.stem)
 
@@ -795,6 +834,12 @@ def _check_aoi(region: Region, config) -> None:
         )
 
 
+def _named(exc: BaseException, path: Path) -> str:
+    """The error's message, starting with the config's path when the message lacks it."""
+    message = str(exc)
+    return message if str(path) in message else f"{path}: {message}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Check region configs from the command line: ``python -m helpers.regions FILE...``."""
     import argparse
@@ -810,7 +855,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             region = load_region(path, check_files=not args.no_files)
         except (OSError, ValueError) as exc:
-            print(f"INVALID {exc}")
+            print(f"INVALID {_named(exc, path)}")
             status = 1
         else:
             print(f"OK {region.summary() if not args.no_files else region.name}")

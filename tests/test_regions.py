@@ -207,3 +207,87 @@ def test_model_bands_are_found_by_position(foreign_region, sample_config):
     assert sample.band_indexes(["nir", "red"]) == [4, 3]
     with pytest.raises(RegionConfigError, match=r"no band \['red'\] in region 'foreign'"):
         foreign.band_indexes(["red"])
+
+
+# ------------------------------------------------------------------ mistakes found on real data
+
+
+VALUES = "  values:\n  - camp\n"  # labels.values in the foreign region's config
+
+
+def _edit_text(config: Path, tmp_path: Path, old: str, new: str) -> Path:
+    """A copy of ``config`` (same folder) with ``old`` replaced by ``new`` in its text."""
+    text = config.read_text()
+    assert old in text
+    path = config.parent / f"edited_{tmp_path.name}.yaml"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message", "hint"),
+    [
+        (VALUES, "  values: [yes]\n", "labels.values[0]: yes (line 12)", "values: ['yes']"),
+        (VALUES, "  values: [camp, 'no', off]\n", "labels.values[2]: off", "values: ['off']"),
+        ("target: refugee camp", "target: on", "labels.target: on (line 11)", "target: 'on'"),
+    ],
+)
+def test_yaml_booleans_in_class_names_are_refused(
+    foreign_region, tmp_path, old, new, message, hint
+):
+    path = _edit_text(foreign_region, tmp_path, old, new)
+    with pytest.raises(RegionConfigError) as info:
+        load_region(path, check_files=False)
+    text = str(info.value)
+    assert message in text and "was read as the boolean" in text
+    assert f"quote it: {hint}" in text
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("outputs:\n", "name: again\noutputs:\n", "key 'name' appears twice"),
+        ("  stride: 32\n", "  stride: 32\n  patch_size: 32\n", "key 'patch_size' appears twice"),
+    ],
+)
+def test_duplicate_keys_are_refused_with_their_lines(foreign_region, tmp_path, old, new, message):
+    path = _edit_text(foreign_region, tmp_path, old, new)
+    with pytest.raises(RegionConfigError) as info:
+        load_region(path, check_files=False)
+    text = str(info.value)
+    assert message in text and str(path) in text
+    lines = path.read_text().splitlines()
+    key = message.split("'")[1]
+    numbers = [i + 1 for i, line in enumerate(lines) if line.strip().startswith(f"{key}:")]
+    assert f"(lines {numbers[0]} and {numbers[1]})" in text
+
+
+def test_a_config_not_in_utf8_is_named_with_the_fix(foreign_region, tmp_path, capsys):
+    text = foreign_region.read_text().replace("description: ", "description: Liège, ")
+    path = foreign_region.parent / f"latin1_{tmp_path.name}.yaml"
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(RegionConfigError, match="not UTF-8 .* line 2 .*save it as UTF-8") as info:
+        load_region(path)
+    assert str(path) in str(info.value)
+    assert regions.main([str(path)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith(f"INVALID {path} is not UTF-8") and "save it as UTF-8" in out
+
+
+def test_a_folder_given_as_the_config_is_named(foreign_region, capsys):
+    folder = foreign_region.parent
+    with pytest.raises(IsADirectoryError, match=r"is a folder, not a YAML file.*region\.yaml"):
+        load_region(folder)
+    assert regions.main([str(folder)]) == 1
+    assert capsys.readouterr().out.startswith(f"INVALID Region config {folder} is a folder")
+
+
+def test_the_command_line_names_the_file_of_any_error(tmp_path, capsys, monkeypatch):
+    def broken(path, **kwargs):
+        raise ValueError("something without a file name")
+
+    monkeypatch.setattr(regions, "load_region", broken)
+    assert regions.main([str(tmp_path / "x.yaml")]) == 1
+    assert (
+        capsys.readouterr().out == f"INVALID {tmp_path / 'x.yaml'}: something without a file name\n"
+    )
