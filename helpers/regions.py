@@ -588,7 +588,8 @@ def load_region(path: PathLike, *, check_files: bool = True, fetch: bool = False
         IsADirectoryError: ``path`` is a folder.
         RegionConfigError: The config is invalid (also: not UTF-8, a key written twice, a
             class name YAML read as a boolean); the message names the key and the fix.
-        helpers.labels.VectorError: A label file cannot be read or misses the imagery.
+        helpers.labels.VectorError: A label file cannot be read or misses its date's scene;
+            the message names the key.
     """
     config = Path(os.fspath(path))
     document = _read_config(config)
@@ -742,7 +743,7 @@ def load_region(path: PathLike, *, check_files: bool = True, fetch: bool = False
         return Region(band_names=names, nodata=nodata, **region_kwargs)
     band_names, nodata = _check_scenes(scenes, bands_cfg, nodata, sentinel2, config)
     region = Region(band_names=band_names, nodata=nodata, **region_kwargs)
-    _check_labels(region, config)
+    _check_labels(region, config, "labels.files" if labels_cfg.get("files") else "labels.file")
     _check_aoi(region, config)
     return region
 
@@ -784,37 +785,47 @@ def _check_scenes(scenes, bands_cfg, nodata, sentinel2, config):
     return band_names, nodata
 
 
-def _check_labels(region: Region, config) -> None:
-    first = region.scenes[region.dates[0]]
-    info = _raster.describe(first)
+def _check_labels(region: Region, config, key: str = "labels.file") -> None:
+    """Read each date's labels and check them against that date's own scene.
+
+    Errors reading or placing a label file name the config and ``key`` (``labels.files`` gets
+    the date appended).
+    """
     for date, path in region.labels.items():
+        where = f"{key}.{date}" if key == "labels.files" else key
         if not path.exists():
             raise FileNotFoundError(
-                f"{config}: labels for {date}: {path} does not exist; check the path (relative "
+                f"{config}: {where}: {path} does not exist; check the path (relative "
                 "paths start at the config's folder)."
             )
-        gdf = _labels.read_vectors(
-            path, crs=info.crs, layer=region.label_layer, class_property=region.class_property
-        )
-        if region.class_property is not None:
-            present = set(gdf[region.class_property].dropna().unique().tolist())
-            missing = [v for v in region.target_values if v not in present]
-            if len(missing) == len(region.target_values):
-                found = ", ".join(map(repr, sorted(present, key=str)[:20]))
-                raise _fail(
-                    config,
-                    "labels.values",
-                    f"none of {list(region.target_values)} occurs in {region.class_property!r} of "
-                    f"{path.name}; its values are {found}. Put the value(s) of your target class "
-                    "in labels.values.",
-                )
-            if missing:
-                log.warning("%s: values %s do not occur in %s", config, missing, path.name)
-            gdf = gdf.loc[gdf[region.class_property].isin(list(region.target_values))]
-        if info.crs is not None:
-            _labels.check_overlap(
-                gdf, info.bounds, crs=info.crs, raster_name=str(region.scenes.get(date, first))
+        try:
+            _check_label_file(region, path, region.scenes[date], config)
+        except _labels.VectorError as exc:
+            raise _labels.VectorError(f"{config}: {where}: {exc}") from exc
+
+
+def _check_label_file(region: Region, path: Path, scene: Path, config) -> None:
+    """The target classes occur in ``path`` and its target features touch ``scene``."""
+    info = _raster.describe(scene)
+    gdf = _labels.read_vectors(
+        path, crs=info.crs, layer=region.label_layer, class_property=region.class_property
+    )
+    if region.class_property is not None:
+        present = set(gdf[region.class_property].dropna().unique().tolist())
+        missing = [v for v in region.target_values if v not in present]
+        if len(missing) == len(region.target_values):
+            found = ", ".join(map(repr, sorted(present, key=str)[:20]))
+            raise _fail(
+                config,
+                "labels.values",
+                f"none of {list(region.target_values)} occurs in {region.class_property!r} of "
+                f"{path.name}; its values are {found}. Put the value(s) of your target class "
+                "in labels.values.",
             )
+        if missing:
+            log.warning("%s: values %s do not occur in %s", config, missing, path.name)
+        gdf = gdf.loc[gdf[region.class_property].isin(list(region.target_values))]
+    _labels.check_overlap(gdf, info.bounds, crs=info.crs, raster_name=str(scene))
 
 
 def _check_aoi(region: Region, config) -> None:

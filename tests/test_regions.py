@@ -224,6 +224,58 @@ def _edit_text(config: Path, tmp_path: Path, old: str, new: str) -> Path:
     return path
 
 
+def test_a_label_table_without_geometry_is_named_with_the_fix(foreign_region, tmp_path):
+    table = tmp_path / "camps.csv"
+    table.write_text("landuse,x,y\ncamp,14.2,48.8\nfarm,14.3,48.9\n")
+    path = _edit(foreign_region, tmp_path, lambda d: d["labels"].update(file=str(table)))
+    with pytest.raises(labels.VectorError) as info:
+        load_region(path)
+    message = str(info.value)
+    assert f"labels.file: {table} has no geometry (CSV?)" in message
+    assert "use GeoJSON, GeoPackage or Shapefile" in message.replace("Use", "use")
+    assert str(path) in message
+
+
+def _copy_scene(scene: Path, out: Path, **changes) -> Path:
+    with rasterio.open(scene) as src:
+        profile, data = src.profile | changes, src.read()
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(data)
+    return out
+
+
+@pytest.mark.filterwarnings("ignore:'crs' was not provided")
+def test_labels_without_crs_name_the_key(foreign_region, tmp_path):
+    camps = labels.read_vectors(foreign_region.parent / "labels" / "landuse.shp")
+    bare = tmp_path / "bare.shp"
+    camps.set_crs(None, allow_override=True).to_file(bare)
+    path = _edit(foreign_region, tmp_path, lambda d: d["labels"].update(file=str(bare)))
+    with pytest.raises(labels.VectorError, match=r"labels\.file: .*bare\.shp has no coordinate"):
+        load_region(path)
+
+
+def test_each_dates_labels_are_compared_with_that_dates_scene(foreign_region, tmp_path):
+    scene = load_region(foreign_region, check_files=False).scenes["2022-03-01"]
+    with rasterio.open(scene) as src:
+        far = src.transform * rasterio.Affine.translation(0, 50_000)  # 100 km further south
+    moved = _copy_scene(scene, tmp_path / "moved.tif", transform=far)
+    shapes = str(foreign_region.parent / "labels" / "landuse.shp")
+    both = {"2022-03-01": str(scene), "2023-03-01": str(moved)}
+    path = _edit(
+        foreign_region,
+        tmp_path,
+        lambda d: (
+            d["imagery"].update(scenes=both),
+            d["labels"].pop("file"),
+            d["labels"].update(files={"2022-03-01": shapes, "2023-03-01": shapes}),
+        ),
+    )
+    with pytest.raises(labels.VectorError) as info:
+        load_region(path)  # the second date's labels lie on the first date's scene only
+    assert "labels.files.2023-03-01" in str(info.value)
+    assert f"outside the raster {moved}" in str(info.value)
+
+
 @pytest.mark.parametrize(
     ("old", "new", "message", "hint"),
     [
