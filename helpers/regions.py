@@ -761,6 +761,7 @@ def _check_scenes(scenes, bands_cfg, nodata, sentinel2, config):
                 f"{config}: imagery.scenes.{date}: {path} does not exist; {how}."
             )
         info = _raster.describe(path)
+        _check_georeferenced(info, f"imagery.scenes.{date}", config)
         counts[date] = info.count
         if band_names is None:
             band_names = tuple(n.lower() for n in info.band_names)
@@ -783,6 +784,28 @@ def _check_scenes(scenes, bands_cfg, nodata, sentinel2, config):
             )
         band_names = tuple(b.lower() for b in bands_cfg)
     return band_names, nodata
+
+
+def _check_georeferenced(info: _raster.RasterInfo, key: str, config) -> None:
+    """Refuse a scene without CRS or geotransform: patches, labels and maps need both."""
+    if info.crs is None:
+        raise _fail(
+            config,
+            key,
+            f"{info.path} has no CRS (no georeferencing), so labels, the AOI and the maps "
+            "cannot be placed on it. Assign the CRS its coordinates are in, e.g. "
+            f"`gdal_edit.py -a_srs EPSG:XXXX {info.path}` (XXXX: your data's EPSG code, such "
+            "as 32633 for UTM zone 33N), or export it again with a CRS from QGIS.",
+        )
+    if info.transform.is_identity:
+        raise _fail(
+            config,
+            key,
+            f"{info.path} has no geotransform (no georeferencing: its coordinates are pixel "
+            "numbers), so labels and the AOI cannot be placed on it. Give it its corners, e.g. "
+            f"`gdal_edit.py -a_ullr ULX ULY LRX LRY -a_srs EPSG:XXXX {info.path}`, or "
+            "georeference it in QGIS (Raster > Georeferencer).",
+        )
 
 
 def _check_labels(region: Region, config, key: str = "labels.file") -> None:

@@ -244,6 +244,28 @@ def _copy_scene(scene: Path, out: Path, **changes) -> Path:
     return out
 
 
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"crs": None}, "has no CRS (no georeferencing)"),
+        ({"transform": rasterio.Affine.identity()}, "has no geotransform"),
+    ],
+)
+def test_a_scene_without_georeferencing_is_refused(foreign_region, tmp_path, changes, message):
+    scene = load_region(foreign_region, check_files=False).scenes["2022-03-01"]
+    bare = _copy_scene(scene, tmp_path / "bare.tif", **changes)
+    path = _edit(
+        foreign_region, tmp_path, lambda d: d["imagery"].update(scenes={"2022-03-01": str(bare)})
+    )
+    with pytest.raises(RegionConfigError) as info:
+        load_region(path)
+    text = str(info.value)
+    assert f"imagery.scenes.2022-03-01: {bare} {message}" in text
+    assert "gdal_edit.py" in text and "-a_srs EPSG:" in text
+    assert regions.main([str(path)]) == 1
+
+
 @pytest.mark.filterwarnings("ignore:'crs' was not provided")
 def test_labels_without_crs_name_the_key(foreign_region, tmp_path):
     camps = labels.read_vectors(foreign_region.parent / "labels" / "landuse.shp")
