@@ -24,6 +24,7 @@ import datetime as _dt
 import difflib
 import logging
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -402,6 +403,44 @@ def _check_keys(section: Mapping[str, Any], schema: Mapping[str, Any], prefix: s
             _check_keys(section[key], schema[key], f"{prefix}{key}.", config)
 
 
+#: Levels of the course's U-Net (notebook 05's ``DEPTH``); the config has no depth key.
+UNET_DEPTH = 3
+
+
+def _check_tiling_fits(tiling: Tiling, config) -> None:
+    """Sizes the models and the split can use.
+
+    A segmentation patch is halved ``UNET_DEPTH`` times by the U-Net and joined back to its
+    skip connections, so it must be a multiple of ``2**UNET_DEPTH`` (error). Spatial blocks
+    narrower than two patches or tiles make the split drop most of them; the config still
+    works, so that is a warning with a suggested value.
+    """
+    factor = 2**UNET_DEPTH
+    size = tiling.patch_size
+    if size % factor:
+        fits = sorted({max(factor, size // factor * factor), (size // factor + 1) * factor})
+        raise _fail(
+            config,
+            "tiling.patch_size",
+            f"{size} is not a multiple of {factor} = 2**{UNET_DEPTH}: the course's U-Net "
+            f"(depth {UNET_DEPTH}, notebook 05's DEPTH) halves each patch {UNET_DEPTH} times and "
+            "joins the halves back to the full-size features, which only fits for multiples of "
+            f"{factor}. Use {' or '.join(map(str, fits))} (a U-Net of depth 4 needs a multiple "
+            "of 16, the ResNet50 encoder one of 32).",
+        )
+    key, widest = max((("patch_size", size), ("tile_size", tiling.tile_size)), key=lambda kv: kv[1])
+    if tiling.block_size < 2 * widest:
+        # stacklevel 3: the warning points at the caller of load_region
+        warnings.warn(
+            f"{config}: tiling.block_size: {tiling.block_size} px is less than twice "
+            f"tiling.{key} ({widest} px): the split keeps whole blocks apart and drops the "
+            "patches that straddle two blocks, which is most of them when blocks are not "
+            f"several patches wide. Use a block_size of at least {2 * widest}, e.g. "
+            f"{4 * widest}.",
+            stacklevel=3,
+        )
+
+
 def _date(value: Any, key: str, config) -> str:
     if isinstance(value, (_dt.date, _dt.datetime)):
         return value.strftime("%Y-%m-%d")
@@ -590,6 +629,9 @@ def load_region(path: PathLike, *, check_files: bool = True, fetch: bool = False
             class name YAML read as a boolean); the message names the key and the fix.
         helpers.labels.VectorError: A label file cannot be read or misses its date's scene;
             the message names the key.
+
+    Warns:
+        UserWarning: Spatial blocks less than two patches or tiles wide.
     """
     config = Path(os.fspath(path))
     document = _read_config(config)
@@ -686,6 +728,7 @@ def load_region(path: PathLike, *, check_files: bool = True, fetch: bool = False
             f"{tiling_cfg['negative']} is above tiling.positive ({tiling_cfg['positive']}).",
         )
     tiling = Tiling(**tiling_cfg)
+    _check_tiling_fits(tiling, config)
 
     training_cfg = {**_TRAINING, "seed": default_seed, **(data.get("training") or {})}
     seed = _int(training_cfg["seed"], "training.seed", config, minimum=0)

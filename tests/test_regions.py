@@ -298,6 +298,24 @@ def test_each_dates_labels_are_compared_with_that_dates_scene(foreign_region, tm
     assert f"outside the raster {moved}" in str(info.value)
 
 
+@pytest.mark.parametrize(("size", "fits"), [(100, "96 or 104"), (4, "8")])
+def test_a_patch_size_the_unet_cannot_halve_is_refused(foreign_region, tmp_path, size, fits):
+    path = _edit(foreign_region, tmp_path, lambda d: d["tiling"].update(patch_size=size, stride=4))
+    with pytest.raises(RegionConfigError) as info:
+        load_region(path, check_files=False)
+    text = str(info.value)
+    assert f"tiling.patch_size: {size} is not a multiple of 8 = 2**3" in text
+    assert "depth 3" in text and f"Use {fits} " in text
+
+
+def test_blocks_narrower_than_two_patches_are_warned_with_a_size(foreign_region, tmp_path):
+    path = _edit(foreign_region, tmp_path, lambda d: d["tiling"].update(block_size=96))
+    with pytest.warns(UserWarning, match=r"tiling\.block_size: 96 px .* at least 128") as caught:
+        region = load_region(path, check_files=False)
+    assert region.tiling.block_size == 96  # still usable
+    assert caught[0].filename == __file__  # points at the caller
+
+
 @pytest.mark.parametrize(
     ("old", "new", "message", "hint"),
     [
