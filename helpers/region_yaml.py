@@ -53,14 +53,18 @@ class YamlDocument:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """A SafeLoader that refuses a key written twice in the same mapping."""
+    """A SafeLoader that refuses a key written twice in the same mapping.
+
+    Keys are compared as text, so ``2024-06-01`` (a date) and ``"2024-06-01"`` (a string),
+    which the region config reads as the same date, count as the same key.
+    """
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: dict[Any, int] = {}
+        seen: dict[str, int] = {}
         for key_node, _ in node.value:
             if key_node.tag == _MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
                 continue
-            key = self.construct_object(key_node, deep=deep)
+            key = str(self.construct_object(key_node, deep=deep))
             line = key_node.start_mark.line + 1
             if key in seen:
                 raise _DuplicateKey(key, line, seen[key])
@@ -69,7 +73,7 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 class _DuplicateKey(yaml.YAMLError):
-    def __init__(self, key: Any, line: int, first: int) -> None:
+    def __init__(self, key: str, line: int, first: int) -> None:
         super().__init__(key, line, first)
         self.key, self.line, self.first = key, line, first
 

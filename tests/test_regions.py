@@ -213,6 +213,7 @@ def test_model_bands_are_found_by_position(foreign_region, sample_config):
 
 
 VALUES = "  values:\n  - camp\n"  # labels.values in the foreign region's config
+SCENE = "    '2022-03-01': imagery/scene_2022.tif\n"  # its imagery.scenes
 
 
 def _edit_text(config: Path, tmp_path: Path, old: str, new: str) -> Path:
@@ -340,6 +341,7 @@ def test_yaml_booleans_in_class_names_are_refused(
     [
         ("outputs:\n", "name: again\noutputs:\n", "key 'name' appears twice"),
         ("  stride: 32\n", "  stride: 32\n  patch_size: 32\n", "key 'patch_size' appears twice"),
+        (SCENE, f"{SCENE}    2022-03-01: other.tif\n", "key '2022-03-01' appears twice"),
     ],
 )
 def test_duplicate_keys_are_refused_with_their_lines(foreign_region, tmp_path, old, new, message):
@@ -350,7 +352,8 @@ def test_duplicate_keys_are_refused_with_their_lines(foreign_region, tmp_path, o
     assert message in text and str(path) in text
     lines = path.read_text().splitlines()
     key = message.split("'")[1]
-    numbers = [i + 1 for i, line in enumerate(lines) if line.strip().startswith(f"{key}:")]
+    starts = [line.strip().replace("'", "").startswith(f"{key}:") for line in lines]
+    numbers = [i + 1 for i, start in enumerate(starts) if start]
     assert f"(lines {numbers[0]} and {numbers[1]})" in text
 
 
