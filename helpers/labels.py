@@ -188,11 +188,11 @@ def read_vectors(
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        VectorError: The file cannot be read as vector data, it has several layers and no
-            ``layer`` was given, the layer does not exist, the file has no CRS, it declares a
-            geographic CRS (EPSG:4326) for coordinates outside longitude/latitude range
-            (projected metres), it holds no features, or ``class_property`` is not one of
-            its columns.
+        VectorError: The file cannot be read as vector data or has no geometry (a CSV), it
+            has several layers and no ``layer`` was given, the layer does not exist, the file
+            has no CRS, it declares a geographic CRS (EPSG:4326) for coordinates outside
+            longitude/latitude range (projected metres), it holds no features, or
+            ``class_property`` is not one of its columns.
 
     Example:
         >>> gdf = read_vectors("settlements_2021.geojson", crs="EPSG:32633")  # doctest: +SKIP
@@ -224,6 +224,12 @@ def read_vectors(
         ) from exc
     except DataSourceError as exc:
         raise VectorError(f"Cannot read {name} as vector data ({exc}). {unreadable}") from exc
+    if not isinstance(gdf, gpd.GeoDataFrame):
+        raise VectorError(
+            f"{name} has no geometry (CSV?): it is a table without shapes. Use GeoJSON, "
+            "GeoPackage or Shapefile: e.g. in QGIS, add it as a delimited-text layer with its "
+            "coordinate columns, then Export > Save Features As... GeoPackage."
+        )
 
     if len(gdf) == 0:
         raise VectorError(

@@ -24,6 +24,7 @@ import datetime as _dt
 import difflib
 import logging
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,13 +33,13 @@ from typing import Any
 import numpy as np
 import rasterio
 import shapely
-import yaml
 from pyproj import Transformer
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from helpers import labels as _labels
 from helpers import raster as _raster
+from helpers import region_yaml as _region_yaml
 
 __all__ = [
     "DEFAULT_TILING",
@@ -338,6 +339,49 @@ def _fail(config: Path | str, key: str, message: str) -> RegionConfigError:
     return RegionConfigError(f"{where}: {message}")
 
 
+def _read_config(config: Path) -> _region_yaml.YamlDocument:
+    """The config's YAML, read strictly (UTF-8, no key twice); missing files named with the fix."""
+    if not config.exists():
+        raise FileNotFoundError(
+            f"Region config {config} does not exist. Copy regions/template.yaml next to it and "
+            "fill it in, or pass the path of an existing config (e.g. ../regions/sample.yaml)."
+        )
+    try:
+        return _region_yaml.read_yaml(config)
+    except _region_yaml.ConfigYamlError as exc:
+        raise RegionConfigError(str(exc)) from exc
+
+
+#: Keys that hold names or class values: text (or numbers), never a YAML 1.1 boolean.
+_TEXT_KEYS = (
+    ("name",),
+    ("description",),
+    ("imagery", "bands"),
+    ("labels", "layer"),
+    ("labels", "class_property"),
+    ("labels", "target"),
+    ("labels", "values"),
+)
+
+
+def _check_yaml_booleans(booleans: Mapping[tuple, _region_yaml.YamlBoolean], config) -> None:
+    """Refuse ``values: [yes]`` and the like: YAML 1.1 turns yes/no/on/off/true/false into
+    booleans, so the class "yes" would silently become ``True`` and match nothing."""
+    for path, found in booleans.items():
+        key = next((k for k in _TEXT_KEYS if path[: len(k)] == k), None)
+        if key is None:
+            continue
+        where = ".".join(map(str, key)) + "".join(f"[{i}]" for i in path[len(key) :])
+        quoted = f"[{found.text!r}]" if len(path) > len(key) else repr(found.text)
+        raise _fail(
+            config,
+            where,
+            f"{found.text} (line {found.line}) was read as the boolean {found.value}, not the "
+            f"text {found.text!r} (YAML reads unquoted yes/no/on/off/true/false as booleans); "
+            f"quote it: {key[-1]}: {quoted}.",
+        )
+
+
 def _check_keys(section: Mapping[str, Any], schema: Mapping[str, Any], prefix: str, config) -> None:
     for key in section:
         if key not in schema:
@@ -357,6 +401,44 @@ def _check_keys(section: Mapping[str, Any], schema: Mapping[str, Any], prefix: s
                     f"{type(section[key]).__name__} {section[key]!r}.",
                 )
             _check_keys(section[key], schema[key], f"{prefix}{key}.", config)
+
+
+#: Levels of the course's U-Net (notebook 05's ``DEPTH``); the config has no depth key.
+UNET_DEPTH = 3
+
+
+def _check_tiling_fits(tiling: Tiling, config) -> None:
+    """Sizes the models and the split can use.
+
+    A segmentation patch is halved ``UNET_DEPTH`` times by the U-Net and joined back to its
+    skip connections, so it must be a multiple of ``2**UNET_DEPTH`` (error). Spatial blocks
+    narrower than two patches or tiles make the split drop most of them; the config still
+    works, so that is a warning with a suggested value.
+    """
+    factor = 2**UNET_DEPTH
+    size = tiling.patch_size
+    if size % factor:
+        fits = sorted({max(factor, size // factor * factor), (size // factor + 1) * factor})
+        raise _fail(
+            config,
+            "tiling.patch_size",
+            f"{size} is not a multiple of {factor} = 2**{UNET_DEPTH}: the course's U-Net "
+            f"(depth {UNET_DEPTH}, notebook 05's DEPTH) halves each patch {UNET_DEPTH} times and "
+            "joins the halves back to the full-size features, which only fits for multiples of "
+            f"{factor}. Use {' or '.join(map(str, fits))} (a U-Net of depth 4 needs a multiple "
+            "of 16, the ResNet50 encoder one of 32).",
+        )
+    key, widest = max((("patch_size", size), ("tile_size", tiling.tile_size)), key=lambda kv: kv[1])
+    if tiling.block_size < 2 * widest:
+        # stacklevel 3: the warning points at the caller of load_region
+        warnings.warn(
+            f"{config}: tiling.block_size: {tiling.block_size} px is less than twice "
+            f"tiling.{key} ({widest} px): the split keeps whole blocks apart and drops the "
+            "patches that straddle two blocks, which is most of them when blocks are not "
+            f"several patches wide. Use a block_size of at least {2 * widest}, e.g. "
+            f"{4 * widest}.",
+            stacklevel=3,
+        )
 
 
 def _date(value: Any, key: str, config) -> str:
@@ -542,22 +624,22 @@ def load_region(path: PathLike, *, check_files: bool = True, fetch: bool = False
 
     Raises:
         FileNotFoundError: The config, a scene or a label file does not exist.
-        RegionConfigError: The config is invalid; the message names the key and the fix.
-        helpers.labels.VectorError: A label file cannot be read or misses the imagery.
+        IsADirectoryError: ``path`` is a folder.
+        RegionConfigError: The config is invalid (also: not UTF-8, a key written twice, a
+            class name YAML read as a boolean); the message names the key and the fix.
+        helpers.labels.VectorError: A label file cannot be read or misses its date's scene;
+            the message names the key.
+
+    Warns:
+        UserWarning: Spatial blocks less than two patches or tiles wide.
     """
     config = Path(os.fspath(path))
-    if not config.is_file():
-        raise FileNotFoundError(
-            f"Region config {config} does not exist. Copy regions/template.yaml next to it and "
-            "fill it in, or pass the path of an existing config (e.g. ../regions/sample.yaml)."
-        )
-    try:
-        data = yaml.safe_load(config.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise RegionConfigError(f"{config} is not valid YAML: {exc}") from exc
+    document = _read_config(config)
+    data = document.data
     if not isinstance(data, Mapping):
         raise RegionConfigError(f"{config}: expected a mapping of keys at the top, got {data!r}.")
     _check_keys(data, _SCHEMA, "", config)
+    _check_yaml_booleans(document.booleans, config)
     base = config.resolve().parent
     name = str(data.get("name") or config.stem)
 
@@ -646,6 +728,7 @@ def load_region(path: PathLike, *, check_files: bool = True, fetch: bool = False
             f"{tiling_cfg['negative']} is above tiling.positive ({tiling_cfg['positive']}).",
         )
     tiling = Tiling(**tiling_cfg)
+    _check_tiling_fits(tiling, config)
 
     training_cfg = {**_TRAINING, "seed": default_seed, **(data.get("training") or {})}
     seed = _int(training_cfg["seed"], "training.seed", config, minimum=0)
@@ -702,9 +785,9 @@ def load_region(path: PathLike, *, check_files: bool = True, fetch: bool = False
         names = tuple(b.lower() for b in bands_cfg) if bands_cfg else ()
         return Region(band_names=names, nodata=nodata, **region_kwargs)
     band_names, nodata = _check_scenes(scenes, bands_cfg, nodata, sentinel2, config)
-    _check_tiling_fits(tiling, scenes, config)
+    _check_sizes_fit_scene(tiling, scenes, config)
     region = Region(band_names=band_names, nodata=nodata, **region_kwargs)
-    _check_labels(region, config)
+    _check_labels(region, config, "labels.files" if labels_cfg.get("files") else "labels.file")
     _check_aoi(region, config)
     return region
 
@@ -722,6 +805,7 @@ def _check_scenes(scenes, bands_cfg, nodata, sentinel2, config):
                 f"{config}: imagery.scenes.{date}: {path} does not exist; {how}."
             )
         info = _raster.describe(path)
+        _check_georeferenced(info, f"imagery.scenes.{date}", config)
         counts[date] = info.count
         if band_names is None:
             band_names = tuple(n.lower() for n in info.band_names)
@@ -746,7 +830,7 @@ def _check_scenes(scenes, bands_cfg, nodata, sentinel2, config):
     return band_names, nodata
 
 
-def _check_tiling_fits(tiling: Tiling, scenes: Mapping[str, Path], config) -> None:
+def _check_sizes_fit_scene(tiling: Tiling, scenes: Mapping[str, Path], config) -> None:
     """Refuse a patch or tile size larger than a side of the smallest scene, and a block size
     larger than the whole scene (one block: no spatial train / validation / test split)."""
     infos = {path: _raster.describe(path) for path in scenes.values()}
@@ -772,37 +856,69 @@ def _check_tiling_fits(tiling: Tiling, scenes: Mapping[str, Path], config) -> No
         )
 
 
-def _check_labels(region: Region, config) -> None:
-    first = region.scenes[region.dates[0]]
-    info = _raster.describe(first)
+def _check_georeferenced(info: _raster.RasterInfo, key: str, config) -> None:
+    """Refuse a scene without CRS or geotransform: patches, labels and maps need both."""
+    if info.crs is None:
+        raise _fail(
+            config,
+            key,
+            f"{info.path} has no CRS (no georeferencing), so labels, the AOI and the maps "
+            "cannot be placed on it. Assign the CRS its coordinates are in, e.g. "
+            f"`gdal_edit.py -a_srs EPSG:XXXX {info.path}` (XXXX: your data's EPSG code, such "
+            "as 32633 for UTM zone 33N), or export it again with a CRS from QGIS.",
+        )
+    if info.transform.is_identity:
+        raise _fail(
+            config,
+            key,
+            f"{info.path} has no geotransform (no georeferencing: its coordinates are pixel "
+            "numbers), so labels and the AOI cannot be placed on it. Give it its corners, e.g. "
+            f"`gdal_edit.py -a_ullr ULX ULY LRX LRY -a_srs EPSG:XXXX {info.path}`, or "
+            "georeference it in QGIS (Raster > Georeferencer).",
+        )
+
+
+def _check_labels(region: Region, config, key: str = "labels.file") -> None:
+    """Read each date's labels and check them against that date's own scene.
+
+    Errors reading or placing a label file name the config and ``key`` (``labels.files`` gets
+    the date appended).
+    """
     for date, path in region.labels.items():
+        where = f"{key}.{date}" if key == "labels.files" else key
         if not path.exists():
             raise FileNotFoundError(
-                f"{config}: labels for {date}: {path} does not exist; check the path (relative "
+                f"{config}: {where}: {path} does not exist; check the path (relative "
                 "paths start at the config's folder)."
             )
-        gdf = _labels.read_vectors(
-            path, crs=info.crs, layer=region.label_layer, class_property=region.class_property
-        )
-        if region.class_property is not None:
-            present = set(gdf[region.class_property].dropna().unique().tolist())
-            missing = [v for v in region.target_values if v not in present]
-            if len(missing) == len(region.target_values):
-                found = ", ".join(map(repr, sorted(present, key=str)[:20]))
-                raise _fail(
-                    config,
-                    "labels.values",
-                    f"none of {list(region.target_values)} occurs in {region.class_property!r} of "
-                    f"{path.name}; its values are {found}. Put the value(s) of your target class "
-                    "in labels.values.",
-                )
-            if missing:
-                log.warning("%s: values %s do not occur in %s", config, missing, path.name)
-            gdf = gdf.loc[gdf[region.class_property].isin(list(region.target_values))]
-        if info.crs is not None:
-            _labels.check_overlap(
-                gdf, info.bounds, crs=info.crs, raster_name=str(region.scenes.get(date, first))
+        try:
+            _check_label_file(region, path, region.scenes[date], config)
+        except _labels.VectorError as exc:
+            raise _labels.VectorError(f"{config}: {where}: {exc}") from exc
+
+
+def _check_label_file(region: Region, path: Path, scene: Path, config) -> None:
+    """The target classes occur in ``path`` and its target features touch ``scene``."""
+    info = _raster.describe(scene)
+    gdf = _labels.read_vectors(
+        path, crs=info.crs, layer=region.label_layer, class_property=region.class_property
+    )
+    if region.class_property is not None:
+        present = set(gdf[region.class_property].dropna().unique().tolist())
+        missing = [v for v in region.target_values if v not in present]
+        if len(missing) == len(region.target_values):
+            found = ", ".join(map(repr, sorted(present, key=str)[:20]))
+            raise _fail(
+                config,
+                "labels.values",
+                f"none of {list(region.target_values)} occurs in {region.class_property!r} of "
+                f"{path.name}; its values are {found}. Put the value(s) of your target class "
+                "in labels.values.",
             )
+        if missing:
+            log.warning("%s: values %s do not occur in %s", config, missing, path.name)
+        gdf = gdf.loc[gdf[region.class_property].isin(list(region.target_values))]
+    _labels.check_overlap(gdf, info.bounds, crs=info.crs, raster_name=str(scene))
 
 
 def _check_aoi(region: Region, config) -> None:
@@ -822,6 +938,12 @@ def _check_aoi(region: Region, config) -> None:
         )
 
 
+def _named(exc: BaseException, path: Path) -> str:
+    """The error's message, starting with the config's path when the message lacks it."""
+    message = str(exc)
+    return message if str(path) in message else f"{path}: {message}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Check region configs from the command line: ``python -m helpers.regions FILE...``."""
     import argparse
@@ -837,7 +959,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             region = load_region(path, check_files=not args.no_files)
         except (OSError, ValueError) as exc:
-            print(f"INVALID {exc}")
+            print(f"INVALID {_named(exc, path)}")
             status = 1
         else:
             print(f"OK {region.summary() if not args.no_files else region.name}")

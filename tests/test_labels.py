@@ -130,6 +130,13 @@ def test_empty_feature_collection_raises(tmp_path):
         labels.read_vectors(path)
 
 
+def test_a_table_without_geometry_names_the_formats_to_use(tmp_path):
+    table = tmp_path / "camps.csv"
+    table.write_text("class,x,y\ncamp,36.8,-1.3\n")
+    with pytest.raises(VectorError, match="camps.csv has no geometry .*GeoPackage or Shapefile"):
+        labels.read_vectors(table, crs=UTM_CRS)
+
+
 def test_unreadable_and_missing_files(tmp_path):
     blank = tmp_path / "blank.geojson"
     blank.write_text("")

@@ -210,3 +210,182 @@ def test_model_bands_are_found_by_position(foreign_region, sample_config):
     assert sample.band_indexes(["nir", "red"]) == [4, 3]
     with pytest.raises(RegionConfigError, match=r"no band \['red'\] in region 'foreign'"):
         foreign.band_indexes(["red"])
+
+
+# ------------------------------------------------------------------ mistakes found on real data
+
+
+VALUES = "  values:\n  - camp\n"  # labels.values in the foreign region's config
+SCENE = "    '2022-03-01': imagery/scene_2022.tif\n"  # its imagery.scenes
+
+
+def _edit_text(config: Path, tmp_path: Path, old: str, new: str) -> Path:
+    """A copy of ``config`` (same folder) with ``old`` replaced by ``new`` in its text."""
+    text = config.read_text()
+    assert old in text
+    path = config.parent / f"edited_{tmp_path.name}.yaml"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+def test_a_label_table_without_geometry_is_named_with_the_fix(foreign_region, tmp_path):
+    table = tmp_path / "camps.csv"
+    table.write_text("landuse,x,y\ncamp,14.2,48.8\nfarm,14.3,48.9\n")
+    path = _edit(foreign_region, tmp_path, lambda d: d["labels"].update(file=str(table)))
+    with pytest.raises(labels.VectorError) as info:
+        load_region(path)
+    message = str(info.value)
+    assert f"labels.file: {table} has no geometry (CSV?)" in message
+    assert "use GeoJSON, GeoPackage or Shapefile" in message.replace("Use", "use")
+    assert str(path) in message
+
+
+def _copy_scene(scene: Path, out: Path, **changes) -> Path:
+    with rasterio.open(scene) as src:
+        profile, data = src.profile | changes, src.read()
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(data)
+    return out
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"crs": None}, "has no CRS (no georeferencing)"),
+        ({"transform": rasterio.Affine.identity()}, "has no geotransform"),
+    ],
+)
+def test_a_scene_without_georeferencing_is_refused(foreign_region, tmp_path, changes, message):
+    scene = load_region(foreign_region, check_files=False).scenes["2022-03-01"]
+    bare = _copy_scene(scene, tmp_path / "bare.tif", **changes)
+    path = _edit(
+        foreign_region, tmp_path, lambda d: d["imagery"].update(scenes={"2022-03-01": str(bare)})
+    )
+    with pytest.raises(RegionConfigError) as info:
+        load_region(path)
+    text = str(info.value)
+    assert f"imagery.scenes.2022-03-01: {bare} {message}" in text
+    assert "gdal_edit.py" in text and "-a_srs EPSG:" in text
+    assert regions.main([str(path)]) == 1
+
+
+@pytest.mark.filterwarnings("ignore:'crs' was not provided")
+def test_labels_without_crs_name_the_key(foreign_region, tmp_path):
+    camps = labels.read_vectors(foreign_region.parent / "labels" / "landuse.shp")
+    bare = tmp_path / "bare.shp"
+    camps.set_crs(None, allow_override=True).to_file(bare)
+    path = _edit(foreign_region, tmp_path, lambda d: d["labels"].update(file=str(bare)))
+    with pytest.raises(labels.VectorError, match=r"labels\.file: .*bare\.shp has no coordinate"):
+        load_region(path)
+
+
+def test_each_dates_labels_are_compared_with_that_dates_scene(foreign_region, tmp_path):
+    scene = load_region(foreign_region, check_files=False).scenes["2022-03-01"]
+    with rasterio.open(scene) as src:
+        far = src.transform * rasterio.Affine.translation(0, 50_000)  # 100 km further south
+    moved = _copy_scene(scene, tmp_path / "moved.tif", transform=far)
+    shapes = str(foreign_region.parent / "labels" / "landuse.shp")
+    both = {"2022-03-01": str(scene), "2023-03-01": str(moved)}
+    path = _edit(
+        foreign_region,
+        tmp_path,
+        lambda d: (
+            d["imagery"].update(scenes=both),
+            d["labels"].pop("file"),
+            d["labels"].update(files={"2022-03-01": shapes, "2023-03-01": shapes}),
+        ),
+    )
+    with pytest.raises(labels.VectorError) as info:
+        load_region(path)  # the second date's labels lie on the first date's scene only
+    assert "labels.files.2023-03-01" in str(info.value)
+    assert f"outside the raster {moved}" in str(info.value)
+
+
+@pytest.mark.parametrize(("size", "fits"), [(100, "96 or 104"), (4, "8")])
+def test_a_patch_size_the_unet_cannot_halve_is_refused(foreign_region, tmp_path, size, fits):
+    path = _edit(foreign_region, tmp_path, lambda d: d["tiling"].update(patch_size=size, stride=4))
+    with pytest.raises(RegionConfigError) as info:
+        load_region(path, check_files=False)
+    text = str(info.value)
+    assert f"tiling.patch_size: {size} is not a multiple of 8 = 2**3" in text
+    assert "depth 3" in text and f"Use {fits} " in text
+
+
+def test_blocks_narrower_than_two_patches_are_warned_with_a_size(foreign_region, tmp_path):
+    path = _edit(foreign_region, tmp_path, lambda d: d["tiling"].update(block_size=96))
+    with pytest.warns(UserWarning, match=r"tiling\.block_size: 96 px .* at least 128") as caught:
+        region = load_region(path, check_files=False)
+    assert region.tiling.block_size == 96  # still usable
+    assert caught[0].filename == __file__  # points at the caller
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message", "hint"),
+    [
+        (VALUES, "  values: [yes]\n", "labels.values[0]: yes (line 12)", "values: ['yes']"),
+        (VALUES, "  values: [camp, 'no', off]\n", "labels.values[2]: off", "values: ['off']"),
+        ("target: refugee camp", "target: on", "labels.target: on (line 11)", "target: 'on'"),
+    ],
+)
+def test_yaml_booleans_in_class_names_are_refused(
+    foreign_region, tmp_path, old, new, message, hint
+):
+    path = _edit_text(foreign_region, tmp_path, old, new)
+    with pytest.raises(RegionConfigError) as info:
+        load_region(path, check_files=False)
+    text = str(info.value)
+    assert message in text and "was read as the boolean" in text
+    assert f"quote it: {hint}" in text
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("outputs:\n", "name: again\noutputs:\n", "key 'name' appears twice"),
+        ("  stride: 32\n", "  stride: 32\n  patch_size: 32\n", "key 'patch_size' appears twice"),
+        (SCENE, f"{SCENE}    2022-03-01: other.tif\n", "key '2022-03-01' appears twice"),
+    ],
+)
+def test_duplicate_keys_are_refused_with_their_lines(foreign_region, tmp_path, old, new, message):
+    path = _edit_text(foreign_region, tmp_path, old, new)
+    with pytest.raises(RegionConfigError) as info:
+        load_region(path, check_files=False)
+    text = str(info.value)
+    assert message in text and str(path) in text
+    lines = path.read_text().splitlines()
+    key = message.split("'")[1]
+    starts = [line.strip().replace("'", "").startswith(f"{key}:") for line in lines]
+    numbers = [i + 1 for i, start in enumerate(starts) if start]
+    assert f"(lines {numbers[0]} and {numbers[1]})" in text
+
+
+def test_a_config_not_in_utf8_is_named_with_the_fix(foreign_region, tmp_path, capsys):
+    text = foreign_region.read_text().replace("description: ", "description: Liège, ")
+    path = foreign_region.parent / f"latin1_{tmp_path.name}.yaml"
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(RegionConfigError, match="not UTF-8 .* line 2 .*save it as UTF-8") as info:
+        load_region(path)
+    assert str(path) in str(info.value)
+    assert regions.main([str(path)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith(f"INVALID {path} is not UTF-8") and "save it as UTF-8" in out
+
+
+def test_a_folder_given_as_the_config_is_named(foreign_region, capsys):
+    folder = foreign_region.parent
+    with pytest.raises(IsADirectoryError, match=r"is a folder, not a YAML file.*region\.yaml"):
+        load_region(folder)
+    assert regions.main([str(folder)]) == 1
+    assert capsys.readouterr().out.startswith(f"INVALID Region config {folder} is a folder")
+
+
+def test_the_command_line_names_the_file_of_any_error(tmp_path, capsys, monkeypatch):
+    def broken(path, **kwargs):
+        raise ValueError("something without a file name")
+
+    monkeypatch.setattr(regions, "load_region", broken)
+    assert regions.main([str(tmp_path / "x.yaml")]) == 1
+    assert (
+        capsys.readouterr().out == f"INVALID {tmp_path / 'x.yaml'}: something without a file name\n"
+    )
