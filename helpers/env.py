@@ -50,7 +50,7 @@ FALLBACK_REQUIREMENTS: dict[str, str] = {
     "scikit-image": ">=0.22",
     "matplotlib": ">=3.8",
     "ipywidgets": ">=7.6,<9",
-    "keras": ">=3.3,<4",
+    "keras": ">=3.8,<4",
     "tensorflow": ">=2.16,<2.22",
 }
 

@@ -744,7 +744,9 @@ def write_geojson(
                 "Set it with gdf.set_crs(...) (e.g. the raster's src.crs), or pass "
                 "rfc7946=False to write coordinates as they are."
             )
-        gdf = gdf.to_crs("EPSG:4326")
+        # OGC:CRS84 is WGS 84 with longitude first, RFC 7946's order, whatever GDAL's version:
+        # with EPSG:4326 (latitude first) some GDAL builds swap the axes when writing.
+        gdf = gdf.to_crs("OGC:CRS84")
         options["RFC7946"] = "YES"
     with atomic_path(path) as tmp:
         gdf.to_file(tmp, driver="GeoJSON", engine="pyogrio", layer=path.stem, **options)

@@ -38,7 +38,7 @@ from affine import Affine
 from rasterio.coords import BoundingBox
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioError
+from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
@@ -183,7 +183,7 @@ def open_raster(path: PathLike, *, require_crs: bool = False) -> DatasetReader:
         raise RasterError(f"{name} is a folder, not a raster file: pass the path of a .tif file.")
     try:
         dataset = rasterio.open(name)
-    except RasterioError as exc:
+    except (RasterioError, RasterioIOError) as exc:  # unrelated classes before rasterio 1.4
         raise RasterError(
             f"GDAL cannot read {name} as a raster ({exc}). Pass a GeoTIFF or another raster "
             "format; vector files such as .geojson or .gpkg hold geometries, not pixels, and "

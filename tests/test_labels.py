@@ -103,7 +103,9 @@ def test_invalid_polygons_are_repaired_and_reported(tmp_path, caplog):
 def test_shapefile_without_prj_names_file_and_fix(tmp_path, outlines):
     path = tmp_path / "no_crs.shp"
     with pytest.warns(UserWarning):  # pyogrio warns when writing without a CRS
-        write_vectors(outlines.set_crs(None, allow_override=True), path, None)
+        attributes = outlines.drop(columns="geometry")
+        no_crs = gpd.GeoDataFrame(attributes, geometry=list(outlines.geometry))
+        write_vectors(no_crs, path, None)
     assert not path.with_suffix(".prj").exists()
     with pytest.raises(VectorError, match="no coordinate reference system") as info:
         labels.read_vectors(path, crs=UTM_CRS)

@@ -360,7 +360,10 @@ def test_random_forest_predicts_the_scene_blockwise(make_geotiff, tmp_path):
     scene = make_geotiff("scene.tif", width=64, height=48, seed=3)
     labels_ = rois.rois_to_labels(_three_cover_rois(), scene, classes=CLASSES)
     forest = rois.train_random_forest(scene, labels_, n_estimators=20, n_jobs=1, seed=0)
-    assert forest.training["pixels"] == {"water": 100, "vegetation": 80, "soil": 25}
+    pixels = forest.training["pixels"]
+    assert (pixels["water"], pixels["vegetation"]) == (100, 80)
+    # The line's end pixel: GDAL 3.6 (rasterio 1.3's wheels) burns it, GDAL 3.10 does not.
+    assert pixels["soil"] in (25, 26)
     small = rois.predict_scene(forest, scene, tmp_path / "a.tif", block_size=16, progress=False)
     whole = rois.predict_scene(forest, scene, tmp_path / "b.tif", block_size=64, progress=False)
     with rasterio.open(small) as a, rasterio.open(whole) as b, rasterio.open(scene) as src:
