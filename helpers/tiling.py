@@ -50,6 +50,7 @@ import os
 import shutil
 import struct
 import threading
+import warnings
 import zipfile
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -67,7 +68,7 @@ from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from helpers import __version__, raster
-from helpers.files import atomic_write_text
+from helpers.files import atomic_write_text, is_stale_partial, partial_path, replace_durably
 from helpers.labels import IGNORE_LABEL
 from helpers.splits import DEFAULT_NAMES as SPLITS
 
@@ -673,7 +674,9 @@ def _all_names(path: PathLike) -> tuple[str, ...]:
 
 
 def _partial(final: Path) -> Path:
-    return final.with_name(f".{final.name}{_PARTIAL}")
+    """A unique temporary name next to ``final`` (pid and random part): runs writing into one
+    folder at once never touch each other's temporary files."""
+    return partial_path(final)
 
 
 def _write_geotiff(
@@ -849,7 +852,7 @@ def _write_npz(final: Path, arrays: dict[str, Any]) -> None:
                 flat = memoryview(array.reshape(-1).view(np.uint8))
                 for start in range(0, len(flat), _WRITE_CHUNK):
                     fid.write(flat[start : start + _WRITE_CHUNK])
-    os.replace(tmp, final)
+    replace_durably(tmp, final)  # a shard is large: the flush costs little next to its bytes
 
 
 # --------------------------------------------------------------------------------------------
@@ -931,7 +934,7 @@ def _footprint(window: Window, transform: Affine) -> list[list[float]]:
 def _write_index(root: Path, table: pd.DataFrame, windows: list[Window], transform, crs) -> None:
     csv_tmp = _partial(root / "index.csv")
     table.to_csv(csv_tmp, index=False, lineterminator="\n")
-    os.replace(csv_tmp, root / "index.csv")
+    replace_durably(csv_tmp, root / "index.csv")
     features = []
     for row, window in zip(table.itertuples(index=False), windows, strict=True):
         properties = {
@@ -963,11 +966,20 @@ def _sha256_json(value: Any) -> str:
 
 
 def _source_identity(path: PathLike) -> dict[str, Any]:
+    """Name, size, modification time and a hash of the first MiB of the source raster.
+
+    The hash alone misses an edit after the first MiB; any write to the file changes its
+    modification time, so a scene edited in place is a different source and a resume refuses
+    to mix its patches with the earlier ones. (Copying the scene without keeping its time
+    counts as a change too: the safe side.)
+    """
     with open(path, "rb") as handle:
         head = handle.read(1 << 20)
+        stat = os.fstat(handle.fileno())
     return {
         "name": Path(path).name,
-        "size_bytes": os.path.getsize(path),
+        "size_bytes": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
         "sha256_first_mib": hashlib.sha256(head).hexdigest(),
     }
 
@@ -1076,12 +1088,131 @@ def _prepare_out_dir(root: Path, config: dict, previous: dict | None, overwrite:
 
 
 def _remove_partials(root: Path) -> None:
-    for stale in root.glob(f".index.*{_PARTIAL}"):
-        stale.unlink()
+    """Remove the temporary files of killed runs; those of a run still writing stay."""
+    candidates = list(root.glob(f".index.*{_PARTIAL}"))
     for folder in ("patches", "shards", *SPLITS):
         if (root / folder).is_dir():
-            for stale in (root / folder).rglob(f".*{_PARTIAL}"):
-                stale.unlink()
+            candidates += (root / folder).rglob(f".*{_PARTIAL}")
+    for stale in candidates:
+        if is_stale_partial(stale):
+            stale.unlink(missing_ok=True)
+
+
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every complete PNG ends with
+_TIFF_EXTENTS = ((273, 279), (324, 325))  # (StripOffsets, StripByteCounts), tiles likewise
+_TIFF_TYPES = {3: "H", 4: "I", 16: "Q"}  # SHORT, LONG, LONG8
+
+
+def _tiff_problem(handle: Any, size: int) -> str | None:
+    """Why a TIFF is incomplete (its IFD, or a strip or tile past the end), or None."""
+    head = handle.read(16)
+    order = {b"II": "<", b"MM": ">"}.get(head[:2])
+    if order is None or len(head) < 16:
+        return "not a complete TIFF (bad header)"
+    magic = struct.unpack(order + "H", head[2:4])[0]
+    if magic not in (42, 43):
+        return "not a complete TIFF (bad header)"
+    big = magic == 43  # BigTIFF: 8-byte offsets and counts, 20-byte entries
+    count_fmt, entry, inline = ("Q", 20, 8) if big else ("H", 12, 4)
+    ifd = struct.unpack(order + ("Q" if big else "I"), head[8:16] if big else head[4:8])[0]
+    handle.seek(ifd)
+    raw = handle.read(struct.calcsize(count_fmt))
+    n = struct.unpack(order + count_fmt, raw)[0]
+    table = handle.read(n * entry)
+    if len(table) < n * entry:
+        return "truncated (its directory ends past the end of the file)"
+    tags = {}
+    for j in range(n):
+        item = table[j * entry : (j + 1) * entry]
+        tag, kind = struct.unpack(order + "HH", item[:4])
+        count = struct.unpack(order + ("Q" if big else "I"), item[4 : 12 if big else 8])[0]
+        if kind not in _TIFF_TYPES:
+            continue
+        data = item[12 if big else 8 :]
+        fmt = f"{order}{count}{_TIFF_TYPES[kind]}"
+        if struct.calcsize(fmt) > inline:
+            handle.seek(struct.unpack(order + ("Q" if big else "I"), data)[0])
+            data = handle.read(struct.calcsize(fmt))
+        tags[tag] = struct.unpack(fmt, data[: struct.calcsize(fmt)])
+    for offsets, counts in _TIFF_EXTENTS:
+        if offsets in tags and counts in tags:
+            end = max(o + c for o, c in zip(tags[offsets], tags[counts], strict=True))
+            if end > size:
+                return f"truncated ({size} bytes, its pixels end at byte {end})"
+            return None
+    return "not a complete TIFF (no strips or tiles)"
+
+
+def _patch_file_problem(path: Path, writer: str) -> str | None:
+    """Why a patch file left by an earlier run cannot be kept (empty, truncated), or None.
+
+    Patch files are not flushed to disk one by one (that would cost more than writing them):
+    after a power loss a renamed file may be empty or cut short, so a resume checks each one's
+    ending (PNG, JPEG) or its directory and pixel extents (GeoTIFF) without decoding it.
+    """
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return "empty (0 bytes)"
+        with open(path, "rb") as handle:
+            if writer == "geotiff":
+                return _tiff_problem(handle, size)
+            handle.seek(max(0, size - len(_PNG_END)))
+            tail = handle.read()
+    except (OSError, struct.error, ValueError) as exc:
+        return f"unreadable ({type(exc).__name__}: {exc})"
+    if writer == "png" and not tail.endswith(_PNG_END):
+        return "truncated (no PNG end chunk)"
+    if writer == "jpeg" and not tail.endswith(b"\xff\xd9"):
+        return "truncated (no JPEG end marker)"
+    return None
+
+
+def _warn_redone(root: Path, damaged: list[str]) -> None:
+    if damaged:
+        shown = "; ".join(damaged[:5]) + ("; ..." if len(damaged) > 5 else "")
+        warnings.warn(
+            f"{root}: {len(damaged)} file(s) left by an earlier run are damaged and are written "
+            f"again: {shown}",
+            UserWarning,
+            stacklevel=4,  # the caller of extract_patches
+        )
+
+
+def _redo_damaged_patches(
+    root: Path, files: list[str | None], status: list[str | None], writer: str
+) -> None:
+    """Mark the damaged patch files of an earlier run as still to write (and delete them)."""
+    damaged = []
+    for i, name in enumerate(files):
+        if status[i] == "written" and name is not None:
+            problem = _patch_file_problem(root / name, writer)
+            if problem is not None:
+                damaged.append(f"{name} ({problem})")
+                (root / name).unlink(missing_ok=True)
+                status[i] = None
+    _warn_redone(root, damaged)
+
+
+def _resume_shards(root: Path, ordered: list[Window], shard_size: int,
+                   files: list[str | None], status: list[str | None]) -> None:  # fmt: skip
+    """Take the rows of the complete shards of an earlier run; unreadable ones are redone."""
+    damaged = []
+    for k in range(-(-len(ordered) // shard_size)):
+        shard = root / "shards" / _ShardWriter.name(k)
+        if not shard.exists():
+            continue
+        try:
+            with np.load(shard) as data:
+                kept = set(data["ids"].tolist())
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            damaged.append(f"shards/{shard.name} ({type(exc).__name__}: {exc})")
+            shard.unlink(missing_ok=True)
+            continue
+        for i in range(k * shard_size, min((k + 1) * shard_size, len(ordered))):
+            files[i] = f"shards/{shard.name}"
+            status[i] = "written" if patch_id(ordered[i]) in kept else "skipped_nodata"
+    _warn_redone(root, damaged)
 
 
 def _default_image_bands(names: tuple[str, ...]) -> list[int]:
@@ -1188,7 +1319,15 @@ def extract_patches(
     same configuration skips every patch whose final file (or shard) exists and writes the rest;
     the result is byte-identical to an uninterrupted run. A different configuration raises,
     naming the differing keys, unless ``overwrite=True`` (which deletes the previous outputs).
-    Every file is written under a temporary name in its folder and renamed when complete.
+    The source counts as the same only with the same name, size, modification time and first
+    MiB: a scene edited (or copied) since the earlier run is a different configuration.
+    Every file is written under a unique temporary name in its folder (``.{name}.{pid}.
+    {random}.partial``) and renamed when complete; temporary files of killed runs are removed,
+    those of a run still writing into the folder are left alone. Shards and index files are
+    flushed to disk before the rename; patch files are not (it would cost more than writing
+    them), so a resume checks each existing patch file (not empty, PNG/JPEG ending present,
+    GeoTIFF pixels within the file) and each shard (readable), and writes damaged ones again
+    with a warning naming them.
 
     Args:
         path: The source raster.
@@ -1325,14 +1464,9 @@ def extract_patches(
             status.append("written" if (root / name).exists() else None)
     shard_of = [i // int(shard_size) for i in range(len(ordered))]
     if writer == "npz":
-        for k in sorted(set(shard_of)):
-            shard = root / "shards" / f"shard_{k:05d}.npz"
-            if shard.exists():
-                with np.load(shard) as data:
-                    kept = set(data["ids"].tolist())
-                for i in range(k * shard_size, min((k + 1) * shard_size, len(ordered))):
-                    files[i] = f"shards/{shard.name}"
-                    status[i] = "written" if patch_id(ordered[i]) in kept else "skipped_nodata"
+        _resume_shards(root, ordered, int(shard_size), files, status)
+    else:
+        _redo_damaged_patches(root, files, status, writer)
     todo = [i for i, s in enumerate(status) if s is None]
     if len(todo) < len(ordered):
         log.info("%s: resuming, %d of %d patches left", root, len(todo), len(ordered))

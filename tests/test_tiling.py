@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -521,6 +524,94 @@ def test_resume_after_a_crash_is_byte_identical(scene, tmp_path, monkeypatch, wr
     assert tree_sha256(tmp_path / "resumed") == tree_sha256(tmp_path / "clean")
     assert resumed.table.equals(clean.table)
     assert len(written_before) > 1  # the crash left some patches, which were kept
+
+
+def crashed_run(scene, out, monkeypatch, writer, seam, calls, **kwargs):
+    with monkeypatch.context() as patch:
+        crash_after(patch, seam, calls)
+        with pytest.raises(Crash):
+            tiling.extract_patches(scene, out, **kwargs, writer=writer, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("writer", "seam", "calls", "keep_bytes"),
+    [
+        ("png", "_write_image", 5, 0),  # renamed, then power loss before the data reached disk
+        ("png", "_write_image", 5, 0.5),
+        ("jpeg", "_write_image", 5, 0.5),
+        ("geotiff", "_write_geotiff", 7, 0),
+        ("geotiff", "_write_geotiff", 7, 0.5),
+        ("npz", "_write_npz", 2, 0.5),  # a truncated shard: np.load raises BadZipFile
+        ("npz", "_write_npz", 2, 0),
+    ],
+)
+def test_resume_redoes_damaged_files_and_names_them(
+    scene, tmp_path, monkeypatch, writer, seam, calls, keep_bytes
+):
+    windows = tiling.tile_windows(HEIGHT, WIDTH, 24, 12, edge="pad")
+    kwargs = {"windows": windows, "shard_size": 8}
+    tiling.extract_patches(scene, tmp_path / "clean", **kwargs, writer=writer, progress=False)
+    out = tmp_path / "resumed"
+    crashed_run(scene, out, monkeypatch, writer, seam, calls, **kwargs)
+    damaged = sorted(p for p in out.rglob("*.*") if p.parent != out)[0]
+    damaged.write_bytes(damaged.read_bytes()[: int(damaged.stat().st_size * keep_bytes)])
+    name = damaged.relative_to(out).as_posix()
+    with pytest.warns(UserWarning, match=f"1 file.*damaged.*{name}"):
+        tiling.extract_patches(scene, out, **kwargs, writer=writer, progress=False)
+    assert tree_sha256(out) == tree_sha256(tmp_path / "clean")
+
+
+def test_a_scene_edited_in_place_after_its_first_mib_is_not_resumed(tmp_path):
+    data = np.arange(1200 * 1000, dtype="uint16").reshape(1, 1200, 1000) % 5000 + 1
+    scene = write_geotiff(tmp_path / "big.tif", data, compress=None, blocksize=None)
+    assert scene.stat().st_size > 2**21
+    windows = tiling.tile_windows(1200, 1000, 200)
+    out = tmp_path / "out"
+    tiling.extract_patches(scene, out, windows, writer="npz", progress=False)
+    before = scene.stat()
+    with open(scene, "r+b") as handle:  # new pixels in the last rows, same size
+        handle.seek(before.st_size - 4096)
+        handle.write(b"\x07" * 4096)
+    os.utime(scene, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+    with pytest.raises(FileExistsError, match="differing keys: source"):
+        tiling.extract_patches(scene, out, windows, writer="npz", progress=False)
+    index = tiling.extract_patches(scene, out, windows, writer="npz", overwrite=True,
+                                   progress=False)  # fmt: skip
+    last = tiling.read_shard(index.files()[-1])["images"][-1]
+    np.testing.assert_array_equal(last, direct_read(scene, windows[-1]))
+
+
+def test_two_runs_into_one_folder_keep_each_others_temporary_files(scene, tmp_path, monkeypatch):
+    # While the first run has a patch under its temporary name, a second run starts in the
+    # same folder; it must neither delete nor reuse that temporary file.
+    windows = tiling.tile_windows(HEIGHT, WIDTH, 32)
+    kwargs = {"writer": "png", "progress": False}
+    tiling.extract_patches(scene, tmp_path / "clean", windows, **kwargs)
+    out = tmp_path / "out"
+    real_save, calls = Image.Image.save, []
+
+    def save_then_start_another_run(picture, fp, *args, **kw):
+        real_save(picture, fp, *args, **kw)
+        calls.append(fp)
+        if len(calls) == 3:
+            tiling.extract_patches(scene, out, windows, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", save_then_start_another_run)
+    tiling.extract_patches(scene, out, windows, **kwargs)
+    assert len(calls) > len(windows)  # the second run wrote patches too
+    assert tree_sha256(out) == tree_sha256(tmp_path / "clean")  # no temporary file left
+
+
+def test_temporary_files_of_killed_runs_are_removed(scene, tmp_path):
+    windows = tiling.tile_windows(HEIGHT, WIDTH, 32)
+    out = tmp_path / "out"
+    tiling.extract_patches(scene, out, windows, writer="png", progress=False)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    stale = out / "patches" / f".r000000_c000000.png.{child.pid}.0123456789ab.partial"
+    stale.write_bytes(b"half a patch")
+    tiling.extract_patches(scene, out, windows, writer="png", progress=False)
+    assert not stale.exists()
 
 
 @pytest.mark.parametrize("writer", ["geotiff", "jpeg"])
