@@ -984,6 +984,22 @@ def _source_identity(path: PathLike) -> dict[str, Any]:
     }
 
 
+def _check_class_folder_names(class_names: Mapping[int, str]) -> None:
+    """Each class name must be one plain folder name: never a path out of ``out_dir``."""
+    for label, name in class_names.items():
+        if (
+            not isinstance(name, str)
+            or name in ("", ".", "..")
+            or any(c in name for c in ("/", "\\", "\0"))
+        ):
+            raise ValueError(
+                f"class_names[{label!r}] = {name!r} is not a plain folder name; with "
+                'layout="class_folders" each class name becomes one folder out_dir/<split>/<name>, '
+                "so it must be a non-empty string without '/', '\\' or NUL characters and not "
+                "'.' or '..'. Rename the class (e.g. 'built_up' instead of 'built/up')."
+            )
+
+
 def _check_inputs(
     windows: list[Window],
     labels: Sequence[int] | None,
@@ -1024,6 +1040,7 @@ def _check_inputs(
                 'layout="class_folders" needs labels and splits (one per window) to choose '
                 'each patch\'s split/class_name folder; pass both, or use layout="flat".'
             )
+        _check_class_folder_names(class_names)
         unknown = sorted({int(v) for v in labels} - set(class_names) - {IGNORE_LABEL})
         if unknown:
             raise ValueError(
@@ -1340,7 +1357,8 @@ def extract_patches(
         labels: One int per window (1 positive, 0 negative, -1 ignore), or None.
         splits: One of "train"/"validation"/"test"/None per window, or None.
         class_names: Folder name per label for ``"class_folders"``; default
-            ``{0: "negative", 1: "positive"}``.
+            ``{0: "negative", 1: "positive"}``. Each must be one plain folder name (no ``/``,
+            ``\\``, NUL, not ``.``, ``..`` or empty).
         layout: ``"flat"`` or ``"class_folders"`` (png/jpeg/geotiff; needs labels and splits).
         scaling: png/jpeg only: ``(low, high)`` for all bands or ``{band: (low, high)}``, mapped
             linearly to 0-255 with clipping (:func:`scale_to_uint8`). None computes per-band

@@ -456,6 +456,19 @@ def test_class_folders_need_labels_and_splits(scene, tmp_path):
         tiling.extract_patches(scene, tmp_path, windows, labels=[0, 1])
 
 
+@pytest.mark.parametrize("name", ["../../../x", "a/b", "a\\b", "..", ".", "", "a\0b", 3])
+def test_class_names_must_be_plain_folder_names(scene, tmp_path, name):
+    windows = tiling.tile_windows(HEIGHT, WIDTH, 32)
+    out = tmp_path / "deep" / "er" / "out"
+    with pytest.raises(ValueError, match=r"class_names\[1\] = .* is not a plain folder name"):
+        tiling.extract_patches(
+            scene, out, windows, writer="png", layout="class_folders", progress=False,
+            labels=[1] * len(windows), splits=["train"] * len(windows),
+            class_names={0: "negative", 1: name},
+        )  # fmt: skip
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == [scene]  # nothing written
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     arrays(np.uint8, array_shapes(min_dims=3, max_dims=3, max_side=5), elements=st.integers(0, 2))
