@@ -47,7 +47,7 @@ import json
 import logging
 import math
 import os
-import shutil
+import re
 import struct
 import threading
 import warnings
@@ -1062,10 +1062,50 @@ def _check_inputs(
             )
 
 
-def _owned_paths(root: Path) -> list[Path]:
-    """Outputs of extract_patches inside ``root`` (what overwrite=True may delete)."""
-    names = ["patches", "shards", *SPLITS, "index.csv", "index.geojson", "index.json"]
-    return [root / n for n in names if (root / n).exists()]
+_INDEX_FILES = ("index.csv", "index.geojson", "index.json")
+_OUTPUT_FOLDERS = ("patches", "shards", *SPLITS)
+#: Relative paths of the files extract_patches writes (patch ids may be negative).
+_OUTPUT_NAME = re.compile(
+    r"^(?:(?:patches|(?:" + "|".join(map(re.escape, SPLITS)) + r")/[^/]+)/"
+    r"r-?\d+_c-?\d+\.(?:" + "|".join(_EXTENSIONS.values()) + r")|shards/shard_\d{5,}\.npz)$"
+)
+
+
+def _listed_files(root: Path) -> set[str]:
+    """The files the index of an earlier run lists (empty without a readable index.csv)."""
+    try:
+        table = pd.read_csv(root / "index.csv", usecols=["file"], dtype={"file": "string"})
+    except (OSError, ValueError, pd.errors.ParserError):
+        return set()
+    return set(table["file"].dropna())
+
+
+def _earlier_files(root: Path) -> tuple[list[Path], list[Path]]:
+    """Files of ``root``'s output folders and index: (written by extract_patches, not).
+
+    Ours are the index files, the files the earlier index lists, and files named as
+    extract_patches names them in its folders (``patches/{patch_id}.{ext}``,
+    ``{split}/{class}/{patch_id}.{ext}``, ``shards/shard_NNNNN.npz``), which covers a crashed
+    run that wrote no index.csv. Temporary files (``.*.partial``) are neither.
+    """
+    listed = _listed_files(root)
+    ours = [root / n for n in _INDEX_FILES if (root / n).is_file()]
+    foreign = []
+    for folder in _OUTPUT_FOLDERS:
+        if not (root / folder).is_dir():
+            continue
+        for path in sorted((root / folder).rglob("*")):
+            relative = path.relative_to(root).as_posix()
+            if path.is_dir() or (path.name.startswith(".") and path.name.endswith(_PARTIAL)):
+                continue
+            mine = relative in listed or _OUTPUT_NAME.match(relative)
+            (ours if mine and not path.is_symlink() else foreign).append(path)
+    return ours, foreign
+
+
+def _listing(root: Path, paths: list[Path]) -> str:
+    shown = [p.relative_to(root).as_posix() for p in paths[:5]]
+    return ", ".join(shown) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
 
 
 def _previous_config(root: Path) -> dict | None:
@@ -1081,27 +1121,59 @@ def _previous_config(root: Path) -> dict | None:
 
 def _prepare_out_dir(root: Path, config: dict, previous: dict | None, overwrite: bool) -> None:
     """Resume when ``previous`` (:func:`_previous_config`) is ``config``; else refuse, or with
-    ``overwrite`` delete the earlier outputs."""
+    ``overwrite`` delete the earlier outputs (:func:`_delete_earlier_outputs`)."""
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(f"out_dir {root} is a file; pass a folder for the patches.")
-    owned = _owned_paths(root) if root.exists() else []
     if previous == config and not overwrite:
         return  # resume (or a finished run: nothing left to write)
-    if owned and not overwrite:
-        if previous is None:
-            reason = "patches without an index.json (unknown configuration)"
-        else:
-            keys = sorted(
-                k for k in set(config) | set(previous) if config.get(k) != previous.get(k)
-            )
-            reason = f"patches from a different configuration (differing keys: {', '.join(keys)})"
-        raise FileExistsError(
-            f"{root} already holds {reason}. Pass overwrite=True to delete them and start "
-            "again, or choose another out_dir."
+    if not root.exists():
+        return
+    if overwrite:
+        _delete_earlier_outputs(root)
+        return
+    ours, foreign = _earlier_files(root)
+    if not ours and not foreign:
+        return
+    if previous is None:
+        reason = "files without an index.json (unknown configuration)"
+    else:
+        keys = sorted(k for k in set(config) | set(previous) if config.get(k) != previous.get(k))
+        reason = f"patches from a different configuration (differing keys: {', '.join(keys)})"
+        if "source" in keys:
+            reason += "; the source raster's name, size, time or content changed since"
+    if foreign:
+        reason += f"; not written by extract_patches: {_listing(root, foreign)}"
+    raise FileExistsError(
+        f"{root} already holds {reason}. Pass overwrite=True to delete the patches, shards "
+        "and index an earlier run wrote (other files are kept) and start again, or choose "
+        "another out_dir."
+    )
+
+
+def _delete_earlier_outputs(root: Path) -> None:
+    """Delete what an earlier run wrote (:func:`_earlier_files`), then the output folders left
+    empty; other files stay, with a warning naming them."""
+    _remove_partials(root)
+    ours, foreign = _earlier_files(root)
+    for path in ours:
+        path.unlink()
+    if ours:
+        log.info("overwrite=True: deleted %d files of an earlier run in %s", len(ours), root)
+    for folder in _OUTPUT_FOLDERS:
+        if (root / folder).is_dir():
+            for sub in sorted((root / folder).rglob("*"), key=lambda p: -len(p.parts)):
+                if sub.is_dir() and not sub.is_symlink() and not any(sub.iterdir()):
+                    sub.rmdir()
+            if not any((root / folder).iterdir()):
+                (root / folder).rmdir()
+    if foreign:
+        warnings.warn(
+            f"overwrite=True kept {len(foreign)} file(s) in {root} that extract_patches did not "
+            f"write: {_listing(root, foreign)}. Move them out if they are not meant to be part "
+            "of the dataset.",
+            UserWarning,
+            stacklevel=4,  # the caller of extract_patches
         )
-    for path in owned:
-        log.info("overwrite=True: deleting %s", path)
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def _remove_partials(root: Path) -> None:
@@ -1335,7 +1407,8 @@ def extract_patches(
     Resuming: ``index.json`` with the run's ``config`` is written first. Calling again with the
     same configuration skips every patch whose final file (or shard) exists and writes the rest;
     the result is byte-identical to an uninterrupted run. A different configuration raises,
-    naming the differing keys, unless ``overwrite=True`` (which deletes the previous outputs).
+    naming the differing keys, unless ``overwrite=True`` (which deletes the previous outputs,
+    and only those: see ``overwrite``).
     The source counts as the same only with the same name, size, modification time and first
     MiB: a scene edited (or copied) since the earlier run is a different configuration.
     Every file is written under a unique temporary name in its folder (``.{name}.{pid}.
@@ -1366,7 +1439,13 @@ def extract_patches(
             recorded in ``index.json`` under ``"scaling"``.
         max_nodata_fraction: Skip patches with a larger fraction of nodata pixels (a pixel is
             nodata when all bands equal the nodata value, or it lies outside the raster).
-        overwrite: Delete outputs of a different (or unknown) configuration and start again.
+        overwrite: Delete the outputs of an earlier run of a different (or unknown)
+            configuration and start again. Deleted are only files extract_patches writes: the
+            index files, the files the earlier ``index.csv`` lists, files named like its
+            outputs (``patches/{patch_id}.{ext}``, ``{split}/{class_name}/{patch_id}.{ext}``,
+            ``shards/shard_NNNNN.npz``) and temporary files of killed runs; then the output
+            folders left empty. Any other file (``test/test_model.py``, ``train/notes.md``)
+            is kept, with a warning naming it.
         workers: Parallel writers for per-patch files (creating and closing a file dominates
             the cost of small patches). The ``npz`` writer always writes shards from one
             background thread and ignores it.
@@ -1386,7 +1465,8 @@ def extract_patches(
 
     Raises:
         FileNotFoundError, RasterError: the source cannot be opened.
-        FileExistsError: ``out_dir`` holds another configuration's patches and not overwrite.
+        FileExistsError: ``out_dir`` holds another configuration's patches (or files
+            extract_patches did not write) and not overwrite.
         ValueError: bad arguments (each message names the argument).
     """
     root = Path(out_dir)

@@ -656,6 +656,32 @@ def test_a_different_configuration_raises_unless_overwrite(scene, tmp_path):
     assert {p.parent.name for p in index.files()} == {"shards"}
 
 
+def test_overwrite_deletes_only_what_an_earlier_run_wrote(scene, tmp_path):
+    windows = tiling.tile_windows(HEIGHT, WIDTH, 32)
+    out = tmp_path / "project"
+    mine = {"test/test_model.py": b"def test(): pass\n", "train/notes.md": b"# notes\n",
+            "train/positive/extra.png": b"my own image"}  # fmt: skip
+    for name, data in mine.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(data)
+    with pytest.raises(
+        FileExistsError, match="not written by extract_patches: .*test/test_model.py"
+    ):
+        tiling.extract_patches(scene, out, windows, writer="png", progress=False)
+    labels, splits = [i % 2 for i in range(len(windows))], ["train", "test"] * (len(windows) // 2)
+    kwargs = {"writer": "png", "layout": "class_folders", "progress": False}
+    with pytest.warns(UserWarning, match="kept 3 file"):
+        first = tiling.extract_patches(scene, out, windows, labels=labels, splits=splits,
+                                       overwrite=True, **kwargs)  # fmt: skip
+    assert len(first.files()) > len(windows) // 2
+    with pytest.warns(UserWarning, match="kept 3 file.*test/test_model.py"):
+        tiling.extract_patches(scene, out, windows, writer="npz", overwrite=True, progress=False)
+    assert {name: (out / name).read_bytes() for name in mine} == mine
+    left = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert left == {*mine, "index.csv", "index.geojson", "index.json", "shards/shard_00000.npz"}
+    assert not (out / "train" / "negative").exists()  # emptied folders are removed
+
+
 def test_unknown_patches_in_out_dir_are_not_touched(scene, tmp_path):
     (tmp_path / "out" / "patches").mkdir(parents=True)
     (tmp_path / "out" / "patches" / "mine.png").write_bytes(b"x")
