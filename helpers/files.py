@@ -17,6 +17,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ __all__ = [
     "atomic_path",
     "atomic_write_text",
     "is_stale_partial",
+    "lock_file",
     "partial_path",
     "remove_stale_partials",
     "replace_durably",
@@ -140,3 +142,51 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def _lock_holder(path: Path) -> tuple[int, str] | None:
+    """``(pid, host)`` written in a lock file, or None when it cannot be read (being written)."""
+    try:
+        pid, _, host = path.read_text(encoding="utf-8").strip().partition("@")
+        return int(pid), host
+    except (OSError, ValueError):
+        return None
+
+
+@contextmanager
+def lock_file(path: str | os.PathLike, busy: str) -> Iterator[None]:
+    """Hold the lock file ``path`` (it holds ``pid@host``) for the block; remove it after.
+
+    The file is created exclusively, so of two processes only one gets it. A lock left by a
+    process of this machine that no longer runs (a killed run) is taken over.
+
+    Args:
+        path: The lock file.
+        busy: The error message when a running process holds the lock; ``{holder}`` is
+            replaced by ``pid N`` (``pid N on HOST`` for another machine).
+
+    Raises:
+        RuntimeError: A running process (this one included), or a process of another machine,
+            holds the lock.
+    """
+    path, host = Path(path), socket.gethostname()
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(path)
+            if holder is None or holder[1] != host or _pid_alive(holder[0]):
+                pid, where = holder if holder is not None else ("?", host)
+                text = f"pid {pid}" + ("" if where == host else f" on {where}")
+                raise RuntimeError(busy.format(holder=text)) from None
+            path.unlink(missing_ok=True)  # its process is gone: take the lock over
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(f"{os.getpid()}@{host}\n")
+        break
+    else:
+        raise RuntimeError(busy.format(holder="another process"))
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)

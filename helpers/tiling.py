@@ -68,7 +68,13 @@ from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from helpers import __version__, raster
-from helpers.files import atomic_write_text, is_stale_partial, partial_path, replace_durably
+from helpers.files import (
+    atomic_write_text,
+    is_stale_partial,
+    lock_file,
+    partial_path,
+    replace_durably,
+)
 from helpers.labels import IGNORE_LABEL
 from helpers.splits import DEFAULT_NAMES as SPLITS
 
@@ -1063,6 +1069,7 @@ def _check_inputs(
 
 
 _INDEX_FILES = ("index.csv", "index.geojson", "index.json")
+_LOCK_NAME = ".extract_patches.lock"  # held by the run writing into out_dir
 _OUTPUT_FOLDERS = ("patches", "shards", *SPLITS)
 #: Relative paths of the files extract_patches writes (patch ids may be negative).
 _OUTPUT_NAME = re.compile(
@@ -1411,9 +1418,11 @@ def extract_patches(
     and only those: see ``overwrite``).
     The source counts as the same only with the same name, size, modification time and first
     MiB: a scene edited (or copied) since the earlier run is a different configuration.
-    Every file is written under a unique temporary name in its folder (``.{name}.{pid}.
-    {random}.partial``) and renamed when complete; temporary files of killed runs are removed,
-    those of a run still writing into the folder are left alone. Shards and index files are
+    One run at a time writes into a folder: a run holds ``out_dir/.extract_patches.lock``
+    (its pid) and a second run into the same folder raises ``RuntimeError`` naming that pid
+    (the lock of a killed run is taken over). Every file is written under a unique temporary
+    name in its folder (``.{name}.{pid}.{random}.partial``) and renamed when complete;
+    temporary files of killed runs are removed on the next run. Shards and index files are
     flushed to disk before the rename; patch files are not (it would cost more than writing
     them), so a resume checks each existing patch file (not empty, PNG/JPEG ending present,
     GeoTIFF pixels within the file) and each shard (readable), and writes damaged ones again
@@ -1467,8 +1476,58 @@ def extract_patches(
         FileNotFoundError, RasterError: the source cannot be opened.
         FileExistsError: ``out_dir`` holds another configuration's patches (or files
             extract_patches did not write) and not overwrite.
+        RuntimeError: another extraction is writing to ``out_dir`` (it holds
+            ``out_dir/.extract_patches.lock``).
         ValueError: bad arguments (each message names the argument).
     """
+    root = Path(out_dir)
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"out_dir {root} is a file; pass a folder for the patches.")
+    created = not root.exists()
+    root.mkdir(parents=True, exist_ok=True)
+    busy = (
+        f"another extraction is writing to {root} ({{holder}}); wait for it or choose another "
+        f"out_dir. If none is running, delete {root / _LOCK_NAME}."
+    )
+    try:
+        with lock_file(root / _LOCK_NAME, busy):
+            return _extract_patches_locked(
+                path, root, windows, writer=writer, bands=bands, labels=labels, splits=splits,
+                class_names=class_names, layout=layout, scaling=scaling,
+                max_nodata_fraction=max_nodata_fraction, overwrite=overwrite, workers=workers,
+                progress=progress, shard_size=shard_size, jpeg_quality=jpeg_quality,
+                compress=compress, fill=fill, pool=pool, num_threads=num_threads,
+            )  # fmt: skip
+    finally:
+        if created and not any(root.iterdir()):
+            root.rmdir()  # a call that failed before writing leaves no folder behind
+
+
+def _extract_patches_locked(
+    path: PathLike,
+    out_dir: PathLike,
+    windows: Sequence[Window],
+    *,
+    writer: str,
+    bands: raster.BandSelection,
+    labels: Sequence[int] | None,
+    splits: Sequence[str | None] | None,
+    class_names: Mapping[int, str] | None,
+    layout: str,
+    scaling: Any,
+    max_nodata_fraction: float,
+    overwrite: bool,
+    workers: int,
+    progress: bool,
+    shard_size: int | None,
+    jpeg_quality: int,
+    compress: str | None,
+    fill: float | None,
+    pool: str,
+    num_threads: int | str,
+) -> PatchIndex:
+    """:func:`extract_patches`, run while it holds the lock of ``out_dir``: one run at a time
+    writes into a folder."""
     root = Path(out_dir)
     window_list = [_int_window(w, f"windows[{i}]") for i, w in enumerate(windows)]
     names_map = dict(DEFAULT_CLASS_NAMES if class_names is None else class_names)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from helpers.files import (
     atomic_path,
     atomic_write_text,
     is_stale_partial,
+    lock_file,
     partial_path,
     remove_stale_partials,
 )
@@ -75,3 +77,21 @@ def test_the_file_is_flushed_to_disk_before_the_rename(tmp_path, monkeypatch):
     atomic_write_text(tmp_path / "index.json", "{}\n")
     assert events[:2] == ["fsync", "replace"]
     assert (tmp_path / "index.json").read_text() == "{}\n"
+
+
+def test_a_lock_file_admits_one_process_and_is_taken_over_from_a_gone_one(tmp_path):
+    lock, busy = tmp_path / ".lock", "busy: {holder}"
+    with lock_file(lock, busy):
+        assert lock.read_text() == f"{os.getpid()}@{socket.gethostname()}\n"
+        with pytest.raises(RuntimeError, match=f"busy: pid {os.getpid()}$"):
+            with lock_file(lock, busy):
+                pass
+    assert not lock.exists()
+    lock.write_text("123@elsewhere\n")  # cannot tell whether it runs: refused
+    with pytest.raises(RuntimeError, match="busy: pid 123 on elsewhere"):
+        with lock_file(lock, busy):
+            pass
+    lock.write_text(f"{dead_pid()}@{socket.gethostname()}\n")
+    with lock_file(lock, busy):
+        assert lock.read_text().startswith(f"{os.getpid()}@")
+    assert not lock.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -594,9 +595,11 @@ def test_a_scene_edited_in_place_after_its_first_mib_is_not_resumed(tmp_path):
     np.testing.assert_array_equal(last, direct_read(scene, windows[-1]))
 
 
-def test_two_runs_into_one_folder_keep_each_others_temporary_files(scene, tmp_path, monkeypatch):
+def test_a_second_run_into_a_busy_folder_is_refused_and_the_first_completes(
+    scene, tmp_path, monkeypatch
+):
     # While the first run has a patch under its temporary name, a second run starts in the
-    # same folder; it must neither delete nor reuse that temporary file.
+    # same folder; it must not touch the first run's files, and says why it stops.
     windows = tiling.tile_windows(HEIGHT, WIDTH, 32)
     kwargs = {"writer": "png", "progress": False}
     tiling.extract_patches(scene, tmp_path / "clean", windows, **kwargs)
@@ -607,21 +610,32 @@ def test_two_runs_into_one_folder_keep_each_others_temporary_files(scene, tmp_pa
         real_save(picture, fp, *args, **kw)
         calls.append(fp)
         if len(calls) == 3:
-            tiling.extract_patches(scene, out, windows, **kwargs)
+            message = rf"another extraction is writing to {out} \(pid {os.getpid()}\); wait"
+            with pytest.raises(RuntimeError, match=message):
+                tiling.extract_patches(scene, out, windows, **kwargs)
 
     monkeypatch.setattr(Image.Image, "save", save_then_start_another_run)
     tiling.extract_patches(scene, out, windows, **kwargs)
-    assert len(calls) > len(windows)  # the second run wrote patches too
-    assert tree_sha256(out) == tree_sha256(tmp_path / "clean")  # no temporary file left
+    assert len(calls) >= 3
+    assert tree_sha256(out) == tree_sha256(tmp_path / "clean")  # no temporary or lock file left
+    monkeypatch.undo()
+    lock = out / ".extract_patches.lock"
+    lock.write_text(f"{dead_pid()}@{socket.gethostname()}\n")  # a killed run's lock
+    tiling.extract_patches(scene, out, windows, **kwargs)
+    assert not lock.exists()
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
 
 
 def test_temporary_files_of_killed_runs_are_removed(scene, tmp_path):
     windows = tiling.tile_windows(HEIGHT, WIDTH, 32)
     out = tmp_path / "out"
     tiling.extract_patches(scene, out, windows, writer="png", progress=False)
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    stale = out / "patches" / f".r000000_c000000.png.{child.pid}.0123456789ab.partial"
+    stale = out / "patches" / f".r000000_c000000.png.{dead_pid()}.0123456789ab.partial"
     stale.write_bytes(b"half a patch")
     tiling.extract_patches(scene, out, windows, writer="png", progress=False)
     assert not stale.exists()
