@@ -91,9 +91,14 @@ def remove_stale_partials(path: str | os.PathLike) -> list[Path]:
 def _fsync_folder(folder: Path) -> None:
     if os.name != "posix":
         return  # folders cannot be opened for fsync on Windows; the rename is durable there
-    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
     try:
         os.fsync(fd)
+    except OSError:
+        pass  # some network file systems refuse fsync on folders: best effort
     finally:
         os.close(fd)
 
