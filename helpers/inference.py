@@ -44,7 +44,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, closing
+from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from helpers import raster, tiling
-from helpers.files import atomic_path
+from helpers.files import atomic_path, partial_path, remove_stale_partials, replace_durably
 from helpers.models import _check_scaling, read_model_card, scale_inputs
 
 __all__ = [
@@ -252,10 +252,66 @@ def _class_values(card: Mapping[str, Any] | None, k: int) -> np.ndarray:
 
 def _check_overwrite(paths: Sequence[Path], overwrite: bool) -> None:
     for path in paths:
+        remove_stale_partials(path)  # temporary files of a run that was killed
         if path.exists() and not overwrite:
             raise FileExistsError(
                 f"{path} exists; pass overwrite=True to replace it or choose another out_path."
             )
+
+
+#: Tag of the probability file of an ``output="both"`` pair (value ``"probabilities"``); the
+#: class map is the file :func:`output_paths` names beside it.
+PAIR_TAG = "output_pair"
+
+
+def _is_half_pair(paths: Sequence[Path]) -> bool:
+    """Whether ``paths`` (probabilities, classes) is a pair a run stopped renaming: the
+    probability file, tagged as half of a pair, without the class map."""
+    if len(paths) != 2 or paths[1].exists() or not paths[0].is_file():
+        return False
+    try:
+        with rasterio.open(paths[0]) as ds:
+            return ds.tags().get(PAIR_TAG) == "probabilities"
+    except rasterio.errors.RasterioError:
+        return False
+
+
+def _check_outputs(paths: Sequence[Path], overwrite: bool) -> None:
+    """Refuse existing outputs unless ``overwrite``; a half-written pair is redone, warned."""
+    if not overwrite and _is_half_pair(paths):
+        warnings.warn(
+            f"{paths[0]} has no {paths[1].name} beside it: an earlier run stopped between "
+            "writing the two files of output='both'. Predicting both again.",
+            UserWarning,
+            stacklevel=3,
+        )
+        overwrite = True
+    _check_overwrite(paths, overwrite)
+
+
+@contextmanager
+def _staged_outputs(paths: Sequence[Path]) -> Iterator[list[Path]]:
+    """Unique temporary files for ``paths``, renamed onto them (flushed to disk first) when the
+    block succeeds; on any error, or an interrupt, they are deleted.
+
+    A pair (``output="both"``) is renamed probabilities first and class map last, after any
+    old class map is deleted. So a class map always has its own probabilities beside it, and
+    a run stopped between the renames leaves a probability file alone, tagged
+    (:data:`PAIR_TAG`) as half of a pair, which the next run redoes
+    (:func:`_check_outputs`) instead of refusing.
+    """
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    tmps = [partial_path(path) for path in paths]
+    try:
+        yield tmps
+        if len(paths) == 2:
+            paths[1].unlink(missing_ok=True)
+        for tmp, path in zip(tmps, paths, strict=True):
+            replace_durably(tmp, path)
+    finally:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)  # gone after a rename; a half-written file otherwise
 
 
 #: Compression of predict's outputs. ZSTD at level 1, without a predictor, is the cheapest
@@ -661,6 +717,15 @@ def predict(
     the patch size, predicted, and cropped back: a model built for fixed-size inputs still runs,
     and the padding copies real image content rather than nodata.
 
+    Outputs are written under unique hidden temporary names next to them
+    (``.{name}.{pid}.{random}.partial``) and renamed into place, flushed to disk, only when
+    complete; on an error they are deleted, and the temporary files of a killed run are
+    deleted by the next run. ``output="both"`` renames the probabilities first and the class
+    map last (after deleting an old class map), so a class map is never left beside other
+    probabilities or none; a run stopped between the two renames leaves the probability file
+    alone (tagged ``output_pair=probabilities``), and the next run, even
+    without ``overwrite``, predicts the pair again with a warning.
+
     Input pixels where every band equals the raster's nodata value are nodata in the outputs
     (NaN probabilities, class 255); the model still sees them inside patches (as scaled
     nodata values), as it saw them in training patches. Other pixels whose blended
@@ -694,7 +759,8 @@ def predict(
             threshold`` for a single channel) or ``"both"`` (two files).
         threshold: Decision threshold for single-channel class outputs; default the card's
             ``decision_threshold``, else 0.5.
-        overwrite: Replace existing outputs; otherwise an existing output is an error.
+        overwrite: Replace existing outputs; otherwise an existing output is an error (except
+            the lone probability file of a half-written pair, see below).
         progress: Show a tqdm progress bar over patches.
         chunk_size: Output columns predicted at a time; default :data:`CHUNK_SIZE` (2048). It
             bounds memory and changes no output value. Rounded up to a multiple of 256 when
@@ -763,7 +829,7 @@ def predict(
         threshold = card.get("decision_threshold", 0.5) if card is not None else 0.5
     if not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}.")
-    _check_overwrite(paths, overwrite)
+    _check_outputs(paths, overwrite)
 
     with raster.open_raster(scene) as ds:
         indexes = _model_bands(ds, scene, card, bands)
@@ -793,7 +859,7 @@ def predict(
 
     with ExitStack() as stack:
         stack.enter_context(rasterio.Env(GDAL_CACHEMAX=_CACHE_BYTES))
-        tmp_paths = [stack.enter_context(atomic_path(p)) for p in paths]
+        tmp_paths = stack.enter_context(_staged_outputs(paths))
         state: dict[str, Any] = {}  # class values, set when the outputs are opened
 
         def open_outputs(k: int) -> _ChunkBlender:
@@ -812,6 +878,8 @@ def predict(
                 )
                 dst = stack.enter_context(rasterio.open(next(tmp), "w", **profile))
                 dst.descriptions = tuple(descriptions)
+                if output == "both":
+                    dst.update_tags(**{PAIR_TAG: "probabilities"})  # see _staged_outputs
                 files["prob"] = dst
             if output in ("classes", "both"):
                 values = _class_values(card, k)

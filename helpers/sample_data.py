@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from helpers._scene_layout import build_layout
 from helpers._scene_render import StripRenderer
-from helpers.files import atomic_write_text
+from helpers.files import atomic_write_text, partial_path
 
 __all__ = [
     "CLOUD_CLASSES",
@@ -341,7 +341,7 @@ def generate_sample_region(
     root.mkdir(parents=True, exist_ok=True)
     (root / "manifest.json").unlink(missing_ok=True)  # the folder is incomplete from now on
     names = _file_names(footprints)
-    tmp = {k: root / f".{v}.partial" for k, v in names.items()}
+    tmp = {k: partial_path(root / v) for k, v in names.items()}  # unique per run
     try:
         stats = _render_rasters(root, tmp, size, pixel_size, seed, footprints, progress)
         for k, v in names.items():

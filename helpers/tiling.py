@@ -47,7 +47,7 @@ import json
 import logging
 import math
 import os
-import shutil
+import re
 import struct
 import threading
 import warnings
@@ -68,7 +68,13 @@ from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from helpers import __version__, raster
-from helpers.files import atomic_write_text
+from helpers.files import (
+    atomic_write_text,
+    is_stale_partial,
+    lock_file,
+    partial_path,
+    replace_durably,
+)
 from helpers.labels import IGNORE_LABEL
 from helpers.splits import DEFAULT_NAMES as SPLITS
 
@@ -678,7 +684,9 @@ def _all_names(path: PathLike) -> tuple[str, ...]:
 
 
 def _partial(final: Path) -> Path:
-    return final.with_name(f".{final.name}{_PARTIAL}")
+    """A unique temporary name next to ``final`` (pid and random part): runs writing into one
+    folder at once never touch each other's temporary files."""
+    return partial_path(final)
 
 
 def _write_geotiff(
@@ -854,7 +862,7 @@ def _write_npz(final: Path, arrays: dict[str, Any]) -> None:
                 flat = memoryview(array.reshape(-1).view(np.uint8))
                 for start in range(0, len(flat), _WRITE_CHUNK):
                     fid.write(flat[start : start + _WRITE_CHUNK])
-    os.replace(tmp, final)
+    replace_durably(tmp, final)  # a shard is large: the flush costs little next to its bytes
 
 
 # --------------------------------------------------------------------------------------------
@@ -936,7 +944,7 @@ def _footprint(window: Window, transform: Affine) -> list[list[float]]:
 def _write_index(root: Path, table: pd.DataFrame, windows: list[Window], transform, crs) -> None:
     csv_tmp = _partial(root / "index.csv")
     table.to_csv(csv_tmp, index=False, lineterminator="\n")
-    os.replace(csv_tmp, root / "index.csv")
+    replace_durably(csv_tmp, root / "index.csv")
     features = []
     for row, window in zip(table.itertuples(index=False), windows, strict=True):
         properties = {
@@ -968,13 +976,38 @@ def _sha256_json(value: Any) -> str:
 
 
 def _source_identity(path: PathLike) -> dict[str, Any]:
+    """Name, size, modification time and a hash of the first MiB of the source raster.
+
+    The hash alone misses an edit after the first MiB; any write to the file changes its
+    modification time, so a scene edited in place is a different source and a resume refuses
+    to mix its patches with the earlier ones. (Copying the scene without keeping its time
+    counts as a change too: the safe side.)
+    """
     with open(path, "rb") as handle:
         head = handle.read(1 << 20)
+        stat = os.fstat(handle.fileno())
     return {
         "name": Path(path).name,
-        "size_bytes": os.path.getsize(path),
+        "size_bytes": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
         "sha256_first_mib": hashlib.sha256(head).hexdigest(),
     }
+
+
+def _check_class_folder_names(class_names: Mapping[int, str]) -> None:
+    """Each class name must be one plain folder name: never a path out of ``out_dir``."""
+    for label, name in class_names.items():
+        if (
+            not isinstance(name, str)
+            or name in ("", ".", "..")
+            or any(c in name for c in ("/", "\\", "\0"))
+        ):
+            raise ValueError(
+                f"class_names[{label!r}] = {name!r} is not a plain folder name; with "
+                'layout="class_folders" each class name becomes one folder out_dir/<split>/<name>, '
+                "so it must be a non-empty string without '/', '\\' or NUL characters and not "
+                "'.' or '..'. Rename the class (e.g. 'built_up' instead of 'built/up')."
+            )
 
 
 def _check_inputs(
@@ -1017,6 +1050,7 @@ def _check_inputs(
                 'layout="class_folders" needs labels and splits (one per window) to choose '
                 'each patch\'s split/class_name folder; pass both, or use layout="flat".'
             )
+        _check_class_folder_names(class_names)
         unknown = sorted({int(v) for v in labels} - set(class_names) - {IGNORE_LABEL})
         if unknown:
             raise ValueError(
@@ -1067,10 +1101,51 @@ def _warn_all_nodata(
     )
 
 
-def _owned_paths(root: Path) -> list[Path]:
-    """Outputs of extract_patches inside ``root`` (what overwrite=True may delete)."""
-    names = ["patches", "shards", *SPLITS, "index.csv", "index.geojson", "index.json"]
-    return [root / n for n in names if (root / n).exists()]
+_INDEX_FILES = ("index.csv", "index.geojson", "index.json")
+_LOCK_NAME = ".extract_patches.lock"  # held by the run writing into out_dir
+_OUTPUT_FOLDERS = ("patches", "shards", *SPLITS)
+#: Relative paths of the files extract_patches writes (patch ids may be negative).
+_OUTPUT_NAME = re.compile(
+    r"^(?:(?:patches|(?:" + "|".join(map(re.escape, SPLITS)) + r")/[^/]+)/"
+    r"r-?\d+_c-?\d+\.(?:" + "|".join(_EXTENSIONS.values()) + r")|shards/shard_\d{5,}\.npz)$"
+)
+
+
+def _listed_files(root: Path) -> set[str]:
+    """The files the index of an earlier run lists (empty without a readable index.csv)."""
+    try:
+        table = pd.read_csv(root / "index.csv", usecols=["file"], dtype={"file": "string"})
+    except (OSError, ValueError, pd.errors.ParserError):
+        return set()
+    return set(table["file"].dropna())
+
+
+def _earlier_files(root: Path) -> tuple[list[Path], list[Path]]:
+    """Files of ``root``'s output folders and index: (written by extract_patches, not).
+
+    Ours are the index files, the files the earlier index lists, and files named as
+    extract_patches names them in its folders (``patches/{patch_id}.{ext}``,
+    ``{split}/{class}/{patch_id}.{ext}``, ``shards/shard_NNNNN.npz``), which covers a crashed
+    run that wrote no index.csv. Temporary files (``.*.partial``) are neither.
+    """
+    listed = _listed_files(root)
+    ours = [root / n for n in _INDEX_FILES if (root / n).is_file()]
+    foreign = []
+    for folder in _OUTPUT_FOLDERS:
+        if not (root / folder).is_dir():
+            continue
+        for path in sorted((root / folder).rglob("*")):
+            relative = path.relative_to(root).as_posix()
+            if path.is_dir() or (path.name.startswith(".") and path.name.endswith(_PARTIAL)):
+                continue
+            mine = relative in listed or _OUTPUT_NAME.match(relative)
+            (ours if mine and not path.is_symlink() else foreign).append(path)
+    return ours, foreign
+
+
+def _listing(root: Path, paths: list[Path]) -> str:
+    shown = [p.relative_to(root).as_posix() for p in paths[:5]]
+    return ", ".join(shown) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
 
 
 def _previous_config(root: Path) -> dict | None:
@@ -1086,36 +1161,187 @@ def _previous_config(root: Path) -> dict | None:
 
 def _prepare_out_dir(root: Path, config: dict, previous: dict | None, overwrite: bool) -> None:
     """Resume when ``previous`` (:func:`_previous_config`) is ``config``; else refuse, or with
-    ``overwrite`` delete the earlier outputs."""
+    ``overwrite`` delete the earlier outputs (:func:`_delete_earlier_outputs`)."""
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(f"out_dir {root} is a file; pass a folder for the patches.")
-    owned = _owned_paths(root) if root.exists() else []
     if previous == config and not overwrite:
         return  # resume (or a finished run: nothing left to write)
-    if owned and not overwrite:
-        if previous is None:
-            reason = "patches without an index.json (unknown configuration)"
-        else:
-            keys = sorted(
-                k for k in set(config) | set(previous) if config.get(k) != previous.get(k)
-            )
-            reason = f"patches from a different configuration (differing keys: {', '.join(keys)})"
-        raise FileExistsError(
-            f"{root} already holds {reason}. Pass overwrite=True to delete them and start "
-            "again, or choose another out_dir."
+    if not root.exists():
+        return
+    if overwrite:
+        _delete_earlier_outputs(root)
+        return
+    ours, foreign = _earlier_files(root)
+    if not ours and not foreign:
+        return
+    if previous is None:
+        reason = "files without an index.json (unknown configuration)"
+    else:
+        keys = sorted(k for k in set(config) | set(previous) if config.get(k) != previous.get(k))
+        reason = f"patches from a different configuration (differing keys: {', '.join(keys)})"
+        if "source" in keys:
+            reason += "; the source raster's name, size, time or content changed since"
+    if foreign:
+        reason += f"; not written by extract_patches: {_listing(root, foreign)}"
+    raise FileExistsError(
+        f"{root} already holds {reason}. Pass overwrite=True to delete the patches, shards "
+        "and index an earlier run wrote (other files are kept) and start again, or choose "
+        "another out_dir."
+    )
+
+
+def _delete_earlier_outputs(root: Path) -> None:
+    """Delete what an earlier run wrote (:func:`_earlier_files`), then the output folders left
+    empty; other files stay, with a warning naming them."""
+    _remove_partials(root)
+    ours, foreign = _earlier_files(root)
+    for path in ours:
+        path.unlink()
+    if ours:
+        log.info("overwrite=True: deleted %d files of an earlier run in %s", len(ours), root)
+    for folder in _OUTPUT_FOLDERS:
+        if (root / folder).is_dir():
+            for sub in sorted((root / folder).rglob("*"), key=lambda p: -len(p.parts)):
+                if sub.is_dir() and not sub.is_symlink() and not any(sub.iterdir()):
+                    sub.rmdir()
+            if not any((root / folder).iterdir()):
+                (root / folder).rmdir()
+    if foreign:
+        warnings.warn(
+            f"overwrite=True kept {len(foreign)} file(s) in {root} that extract_patches did not "
+            f"write: {_listing(root, foreign)}. Move them out if they are not meant to be part "
+            "of the dataset.",
+            UserWarning,
+            stacklevel=4,  # the caller of extract_patches
         )
-    for path in owned:
-        log.info("overwrite=True: deleting %s", path)
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def _remove_partials(root: Path) -> None:
-    for stale in root.glob(f".index.*{_PARTIAL}"):
-        stale.unlink()
+    """Remove the temporary files of killed runs; those of a run still writing stay."""
+    candidates = list(root.glob(f".index.*{_PARTIAL}"))
     for folder in ("patches", "shards", *SPLITS):
         if (root / folder).is_dir():
-            for stale in (root / folder).rglob(f".*{_PARTIAL}"):
-                stale.unlink()
+            candidates += (root / folder).rglob(f".*{_PARTIAL}")
+    for stale in candidates:
+        if is_stale_partial(stale):
+            stale.unlink(missing_ok=True)
+
+
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every complete PNG ends with
+_TIFF_EXTENTS = ((273, 279), (324, 325))  # (StripOffsets, StripByteCounts), tiles likewise
+_TIFF_TYPES = {3: "H", 4: "I", 16: "Q"}  # SHORT, LONG, LONG8
+
+
+def _tiff_problem(handle: Any, size: int) -> str | None:
+    """Why a TIFF is incomplete (its IFD, or a strip or tile past the end), or None."""
+    head = handle.read(16)
+    order = {b"II": "<", b"MM": ">"}.get(head[:2])
+    if order is None or len(head) < 16:
+        return "not a complete TIFF (bad header)"
+    magic = struct.unpack(order + "H", head[2:4])[0]
+    if magic not in (42, 43):
+        return "not a complete TIFF (bad header)"
+    big = magic == 43  # BigTIFF: 8-byte offsets and counts, 20-byte entries
+    count_fmt, entry, inline = ("Q", 20, 8) if big else ("H", 12, 4)
+    ifd = struct.unpack(order + ("Q" if big else "I"), head[8:16] if big else head[4:8])[0]
+    handle.seek(ifd)
+    raw = handle.read(struct.calcsize(count_fmt))
+    n = struct.unpack(order + count_fmt, raw)[0]
+    table = handle.read(n * entry)
+    if len(table) < n * entry:
+        return "truncated (its directory ends past the end of the file)"
+    tags = {}
+    for j in range(n):
+        item = table[j * entry : (j + 1) * entry]
+        tag, kind = struct.unpack(order + "HH", item[:4])
+        count = struct.unpack(order + ("Q" if big else "I"), item[4 : 12 if big else 8])[0]
+        if kind not in _TIFF_TYPES:
+            continue
+        data = item[12 if big else 8 :]
+        fmt = f"{order}{count}{_TIFF_TYPES[kind]}"
+        if struct.calcsize(fmt) > inline:
+            handle.seek(struct.unpack(order + ("Q" if big else "I"), data)[0])
+            data = handle.read(struct.calcsize(fmt))
+        tags[tag] = struct.unpack(fmt, data[: struct.calcsize(fmt)])
+    for offsets, counts in _TIFF_EXTENTS:
+        if offsets in tags and counts in tags:
+            end = max(o + c for o, c in zip(tags[offsets], tags[counts], strict=True))
+            if end > size:
+                return f"truncated ({size} bytes, its pixels end at byte {end})"
+            return None
+    return "not a complete TIFF (no strips or tiles)"
+
+
+def _patch_file_problem(path: Path, writer: str) -> str | None:
+    """Why a patch file left by an earlier run cannot be kept (empty, truncated), or None.
+
+    Patch files are not flushed to disk one by one (that would cost more than writing them):
+    after a power loss a renamed file may be empty or cut short, so a resume checks each one's
+    ending (PNG, JPEG) or its directory and pixel extents (GeoTIFF) without decoding it.
+    """
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return "empty (0 bytes)"
+        with open(path, "rb") as handle:
+            if writer == "geotiff":
+                return _tiff_problem(handle, size)
+            handle.seek(max(0, size - len(_PNG_END)))
+            tail = handle.read()
+    except (OSError, struct.error, ValueError) as exc:
+        return f"unreadable ({type(exc).__name__}: {exc})"
+    if writer == "png" and not tail.endswith(_PNG_END):
+        return "truncated (no PNG end chunk)"
+    if writer == "jpeg" and not tail.endswith(b"\xff\xd9"):
+        return "truncated (no JPEG end marker)"
+    return None
+
+
+def _warn_redone(root: Path, damaged: list[str]) -> None:
+    if damaged:
+        shown = "; ".join(damaged[:5]) + ("; ..." if len(damaged) > 5 else "")
+        warnings.warn(
+            f"{root}: {len(damaged)} file(s) left by an earlier run are damaged and are written "
+            f"again: {shown}",
+            UserWarning,
+            stacklevel=4,  # the caller of extract_patches
+        )
+
+
+def _redo_damaged_patches(
+    root: Path, files: list[str | None], status: list[str | None], writer: str
+) -> None:
+    """Mark the damaged patch files of an earlier run as still to write (and delete them)."""
+    damaged = []
+    for i, name in enumerate(files):
+        if status[i] == "written" and name is not None:
+            problem = _patch_file_problem(root / name, writer)
+            if problem is not None:
+                damaged.append(f"{name} ({problem})")
+                (root / name).unlink(missing_ok=True)
+                status[i] = None
+    _warn_redone(root, damaged)
+
+
+def _resume_shards(root: Path, ordered: list[Window], shard_size: int,
+                   files: list[str | None], status: list[str | None]) -> None:  # fmt: skip
+    """Take the rows of the complete shards of an earlier run; unreadable ones are redone."""
+    damaged = []
+    for k in range(-(-len(ordered) // shard_size)):
+        shard = root / "shards" / _ShardWriter.name(k)
+        if not shard.exists():
+            continue
+        try:
+            with np.load(shard) as data:
+                kept = set(data["ids"].tolist())
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            damaged.append(f"shards/{shard.name} ({type(exc).__name__}: {exc})")
+            shard.unlink(missing_ok=True)
+            continue
+        for i in range(k * shard_size, min((k + 1) * shard_size, len(ordered))):
+            files[i] = f"shards/{shard.name}"
+            status[i] = "written" if patch_id(ordered[i]) in kept else "skipped_nodata"
+    _warn_redone(root, damaged)
 
 
 def _default_image_bands(names: tuple[str, ...]) -> list[int]:
@@ -1221,8 +1447,19 @@ def extract_patches(
     Resuming: ``index.json`` with the run's ``config`` is written first. Calling again with the
     same configuration skips every patch whose final file (or shard) exists and writes the rest;
     the result is byte-identical to an uninterrupted run. A different configuration raises,
-    naming the differing keys, unless ``overwrite=True`` (which deletes the previous outputs).
-    Every file is written under a temporary name in its folder and renamed when complete.
+    naming the differing keys, unless ``overwrite=True`` (which deletes the previous outputs,
+    and only those: see ``overwrite``).
+    The source counts as the same only with the same name, size, modification time and first
+    MiB: a scene edited (or copied) since the earlier run is a different configuration.
+    One run at a time writes into a folder: a run holds ``out_dir/.extract_patches.lock``
+    (its pid) and a second run into the same folder raises ``RuntimeError`` naming that pid
+    (the lock of a killed run is taken over). Every file is written under a unique temporary
+    name in its folder (``.{name}.{pid}.{random}.partial``) and renamed when complete;
+    temporary files of killed runs are removed on the next run. Shards and index files are
+    flushed to disk before the rename; patch files are not (it would cost more than writing
+    them), so a resume checks each existing patch file (not empty, PNG/JPEG ending present,
+    GeoTIFF pixels within the file) and each shard (readable), and writes damaged ones again
+    with a warning naming them.
 
     Args:
         path: The source raster.
@@ -1235,7 +1472,8 @@ def extract_patches(
         labels: One int per window (1 positive, 0 negative, -1 ignore), or None.
         splits: One of "train"/"validation"/"test"/None per window, or None.
         class_names: Folder name per label for ``"class_folders"``; default
-            ``{0: "negative", 1: "positive"}``.
+            ``{0: "negative", 1: "positive"}``. Each must be one plain folder name (no ``/``,
+            ``\\``, NUL, not ``.``, ``..`` or empty).
         layout: ``"flat"`` or ``"class_folders"`` (png/jpeg/geotiff; needs labels and splits).
         scaling: png/jpeg only: ``(low, high)`` for all bands or ``{band: (low, high)}``, mapped
             linearly to 0-255 with clipping (:func:`scale_to_uint8`). None computes per-band
@@ -1244,7 +1482,13 @@ def extract_patches(
         max_nodata_fraction: Skip patches with a larger fraction of nodata pixels (a pixel is
             nodata when all bands equal the nodata value, any band is NaN or infinite, or it
             lies outside the raster). A warning says when every patch was skipped.
-        overwrite: Delete outputs of a different (or unknown) configuration and start again.
+        overwrite: Delete the outputs of an earlier run of a different (or unknown)
+            configuration and start again. Deleted are only files extract_patches writes: the
+            index files, the files the earlier ``index.csv`` lists, files named like its
+            outputs (``patches/{patch_id}.{ext}``, ``{split}/{class_name}/{patch_id}.{ext}``,
+            ``shards/shard_NNNNN.npz``) and temporary files of killed runs; then the output
+            folders left empty. Any other file (``test/test_model.py``, ``train/notes.md``)
+            is kept, with a warning naming it.
         workers: Parallel writers for per-patch files (creating and closing a file dominates
             the cost of small patches). The ``npz`` writer always writes shards from one
             background thread and ignores it.
@@ -1264,13 +1508,64 @@ def extract_patches(
 
     Raises:
         FileNotFoundError, RasterError: the source cannot be opened.
-        FileExistsError: ``out_dir`` holds another configuration's patches and not overwrite.
+        FileExistsError: ``out_dir`` holds another configuration's patches (or files
+            extract_patches did not write) and not overwrite.
+        RuntimeError: another extraction is writing to ``out_dir`` (it holds
+            ``out_dir/.extract_patches.lock``).
         ValueError: bad arguments (each message names the argument).
 
     Warns:
         UserWarning: the raster has no CRS (patches are written, without georeferencing), or
             every patch read was skipped as nodata (nothing was written).
     """
+    root = Path(out_dir)
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"out_dir {root} is a file; pass a folder for the patches.")
+    created = not root.exists()
+    root.mkdir(parents=True, exist_ok=True)
+    busy = (
+        f"another extraction is writing to {root} ({{holder}}); wait for it or choose another "
+        f"out_dir. If none is running, delete {root / _LOCK_NAME}."
+    )
+    try:
+        with lock_file(root / _LOCK_NAME, busy):
+            return _extract_patches_locked(
+                path, root, windows, writer=writer, bands=bands, labels=labels, splits=splits,
+                class_names=class_names, layout=layout, scaling=scaling,
+                max_nodata_fraction=max_nodata_fraction, overwrite=overwrite, workers=workers,
+                progress=progress, shard_size=shard_size, jpeg_quality=jpeg_quality,
+                compress=compress, fill=fill, pool=pool, num_threads=num_threads,
+            )  # fmt: skip
+    finally:
+        if created and not any(root.iterdir()):
+            root.rmdir()  # a call that failed before writing leaves no folder behind
+
+
+def _extract_patches_locked(
+    path: PathLike,
+    out_dir: PathLike,
+    windows: Sequence[Window],
+    *,
+    writer: str,
+    bands: raster.BandSelection,
+    labels: Sequence[int] | None,
+    splits: Sequence[str | None] | None,
+    class_names: Mapping[int, str] | None,
+    layout: str,
+    scaling: Any,
+    max_nodata_fraction: float,
+    overwrite: bool,
+    workers: int,
+    progress: bool,
+    shard_size: int | None,
+    jpeg_quality: int,
+    compress: str | None,
+    fill: float | None,
+    pool: str,
+    num_threads: int | str,
+) -> PatchIndex:
+    """:func:`extract_patches`, run while it holds the lock of ``out_dir``: one run at a time
+    writes into a folder."""
     root = Path(out_dir)
     window_list = [_int_window(w, f"windows[{i}]") for i, w in enumerate(windows)]
     names_map = dict(DEFAULT_CLASS_NAMES if class_names is None else class_names)
@@ -1366,14 +1661,9 @@ def extract_patches(
             status.append("written" if (root / name).exists() else None)
     shard_of = [i // int(shard_size) for i in range(len(ordered))]
     if writer == "npz":
-        for k in sorted(set(shard_of)):
-            shard = root / "shards" / f"shard_{k:05d}.npz"
-            if shard.exists():
-                with np.load(shard) as data:
-                    kept = set(data["ids"].tolist())
-                for i in range(k * shard_size, min((k + 1) * shard_size, len(ordered))):
-                    files[i] = f"shards/{shard.name}"
-                    status[i] = "written" if patch_id(ordered[i]) in kept else "skipped_nodata"
+        _resume_shards(root, ordered, int(shard_size), files, status)
+    else:
+        _redo_damaged_patches(root, files, status, writer)
     todo = [i for i, s in enumerate(status) if s is None]
     if len(todo) < len(ordered):
         log.info("%s: resuming, %d of %d patches left", root, len(todo), len(ordered))

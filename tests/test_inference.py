@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -555,6 +558,50 @@ def test_a_failing_model_leaves_no_output(tmp_path):
         inference.predict(fails_later, scene, tmp_path / "out.tif", bands=[1], patch_size=16,
                           batch_size=2, progress=False)  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == [scene.name]
+
+
+def test_a_rerun_removes_the_temporary_files_of_a_killed_run(tmp_path):
+    scene = float_scene(tmp_path, 16, 16, bands=1)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a run killed while writing: its process is gone
+    out = tmp_path / "pred.tif"
+    stale = [tmp_path / f".{p.name}.{child.pid}.0123456789ab.partial"
+             for p in inference.output_paths(out, "both")]  # fmt: skip
+    for path in stale:
+        path.write_bytes(b"half a GeoTIFF")
+    inference.predict(identity, scene, out, bands=[1], patch_size=8, output="both",
+                      progress=False)  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [scene.name, "pred_prob.tif", "pred_class.tif"]
+    )
+
+
+def test_a_pair_cut_between_its_renames_is_redone_without_overwrite(tmp_path, monkeypatch):
+    scene = float_scene(tmp_path, 16, 16, bands=1)
+    kwargs = {"bands": [1], "patch_size": 8, "output": "both", "progress": False}
+    clean = inference.predict(identity, scene, tmp_path / "clean" / "pred.tif", **kwargs)
+    out = tmp_path / "pred.tif"
+    prob, classes = inference.output_paths(out, "both")
+    real_replace, renamed = os.replace, []
+
+    def dies_after_one_output(src, dst):
+        if Path(dst) in (prob, classes) and renamed:
+            raise KeyboardInterrupt  # the process stops between the two renames
+        renamed.append(dst)
+        real_replace(src, dst)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", dies_after_one_output)
+        with pytest.raises(KeyboardInterrupt):
+            inference.predict(identity, scene, out, **kwargs)
+    assert not classes.exists()  # never a class map without its probabilities
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([scene.name, "clean", prob.name])
+    with pytest.warns(UserWarning, match="pred_prob.tif has no pred_class.tif"):
+        inference.predict(identity, scene, out, **kwargs)
+    for written, reference in zip((prob, classes), clean, strict=True):
+        np.testing.assert_array_equal(read_all(written), read_all(reference))
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        inference.predict(identity, scene, out, **kwargs)  # a complete pair is kept
 
 
 def test_scene_without_crs_is_predicted_with_a_warning(tmp_path):

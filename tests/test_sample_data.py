@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import numpy as np
 import pytest
@@ -235,6 +236,22 @@ def test_atomic_when_rendering_fails(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == [], "no partial or final-named files are left"
     with pytest.raises(FileNotFoundError, match="ensure_sample_region"):
         load_sample_region(tmp_path)
+
+
+def test_runs_into_one_folder_use_their_own_temporary_files(tmp_path, monkeypatch):
+    # Two runs at once must not write, rename or delete each other's temporary files.
+    seen = []
+
+    def record_and_stop(root, tmp, *args):
+        seen.append(sorted(p.name for p in tmp.values()))
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(sample_data, "_render_rasters", record_and_stop)
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="stop"):
+            generate_sample_region(tmp_path, size=256, progress=False)
+    assert not set(seen[0]) & set(seen[1])
+    assert all(f".{os.getpid()}." in name for name in seen[0])
 
 
 @pytest.mark.parametrize(

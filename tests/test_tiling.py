@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -453,6 +457,19 @@ def test_class_folders_need_labels_and_splits(scene, tmp_path):
         tiling.extract_patches(scene, tmp_path, windows, labels=[0, 1])
 
 
+@pytest.mark.parametrize("name", ["../../../x", "a/b", "a\\b", "..", ".", "", "a\0b", 3])
+def test_class_names_must_be_plain_folder_names(scene, tmp_path, name):
+    windows = tiling.tile_windows(HEIGHT, WIDTH, 32)
+    out = tmp_path / "deep" / "er" / "out"
+    with pytest.raises(ValueError, match=r"class_names\[1\] = .* is not a plain folder name"):
+        tiling.extract_patches(
+            scene, out, windows, writer="png", layout="class_folders", progress=False,
+            labels=[1] * len(windows), splits=["train"] * len(windows),
+            class_names={0: "negative", 1: name},
+        )  # fmt: skip
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == [scene]  # nothing written
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     arrays(np.uint8, array_shapes(min_dims=3, max_dims=3, max_side=5), elements=st.integers(0, 2))
@@ -566,6 +583,107 @@ def test_resume_after_a_crash_is_byte_identical(scene, tmp_path, monkeypatch, wr
     assert len(written_before) > 1  # the crash left some patches, which were kept
 
 
+def crashed_run(scene, out, monkeypatch, writer, seam, calls, **kwargs):
+    with monkeypatch.context() as patch:
+        crash_after(patch, seam, calls)
+        with pytest.raises(Crash):
+            tiling.extract_patches(scene, out, **kwargs, writer=writer, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("writer", "seam", "calls", "keep_bytes"),
+    [
+        ("png", "_write_image", 5, 0),  # renamed, then power loss before the data reached disk
+        ("png", "_write_image", 5, 0.5),
+        ("jpeg", "_write_image", 5, 0.5),
+        ("geotiff", "_write_geotiff", 7, 0),
+        ("geotiff", "_write_geotiff", 7, 0.5),
+        ("npz", "_write_npz", 2, 0.5),  # a truncated shard: np.load raises BadZipFile
+        ("npz", "_write_npz", 2, 0),
+    ],
+)
+def test_resume_redoes_damaged_files_and_names_them(
+    scene, tmp_path, monkeypatch, writer, seam, calls, keep_bytes
+):
+    windows = tiling.tile_windows(HEIGHT, WIDTH, 24, 12, edge="pad")
+    kwargs = {"windows": windows, "shard_size": 8}
+    tiling.extract_patches(scene, tmp_path / "clean", **kwargs, writer=writer, progress=False)
+    out = tmp_path / "resumed"
+    crashed_run(scene, out, monkeypatch, writer, seam, calls, **kwargs)
+    damaged = sorted(p for p in out.rglob("*.*") if p.parent != out)[0]
+    damaged.write_bytes(damaged.read_bytes()[: int(damaged.stat().st_size * keep_bytes)])
+    name = damaged.relative_to(out).as_posix()
+    with pytest.warns(UserWarning, match=f"1 file.*damaged.*{name}"):
+        tiling.extract_patches(scene, out, **kwargs, writer=writer, progress=False)
+    assert tree_sha256(out) == tree_sha256(tmp_path / "clean")
+
+
+def test_a_scene_edited_in_place_after_its_first_mib_is_not_resumed(tmp_path):
+    data = np.arange(1200 * 1000, dtype="uint16").reshape(1, 1200, 1000) % 5000 + 1
+    scene = write_geotiff(tmp_path / "big.tif", data, compress=None, blocksize=None)
+    assert scene.stat().st_size > 2**21
+    windows = tiling.tile_windows(1200, 1000, 200)
+    out = tmp_path / "out"
+    tiling.extract_patches(scene, out, windows, writer="npz", progress=False)
+    before = scene.stat()
+    with open(scene, "r+b") as handle:  # new pixels in the last rows, same size
+        handle.seek(before.st_size - 4096)
+        handle.write(b"\x07" * 4096)
+    os.utime(scene, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+    with pytest.raises(FileExistsError, match="differing keys: source"):
+        tiling.extract_patches(scene, out, windows, writer="npz", progress=False)
+    index = tiling.extract_patches(scene, out, windows, writer="npz", overwrite=True,
+                                   progress=False)  # fmt: skip
+    last = tiling.read_shard(index.files()[-1])["images"][-1]
+    np.testing.assert_array_equal(last, direct_read(scene, windows[-1]))
+
+
+def test_a_second_run_into_a_busy_folder_is_refused_and_the_first_completes(
+    scene, tmp_path, monkeypatch
+):
+    # While the first run has a patch under its temporary name, a second run starts in the
+    # same folder; it must not touch the first run's files, and says why it stops.
+    windows = tiling.tile_windows(HEIGHT, WIDTH, 32)
+    kwargs = {"writer": "png", "progress": False}
+    tiling.extract_patches(scene, tmp_path / "clean", windows, **kwargs)
+    out = tmp_path / "out"
+    real_save, calls = Image.Image.save, []
+
+    def save_then_start_another_run(picture, fp, *args, **kw):
+        real_save(picture, fp, *args, **kw)
+        calls.append(fp)
+        if len(calls) == 3:
+            message = rf"another extraction is writing to {out} \(pid {os.getpid()}\); wait"
+            with pytest.raises(RuntimeError, match=message):
+                tiling.extract_patches(scene, out, windows, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", save_then_start_another_run)
+    tiling.extract_patches(scene, out, windows, **kwargs)
+    assert len(calls) >= 3
+    assert tree_sha256(out) == tree_sha256(tmp_path / "clean")  # no temporary or lock file left
+    monkeypatch.undo()
+    lock = out / ".extract_patches.lock"
+    lock.write_text(f"{dead_pid()}@{socket.gethostname()}\n")  # a killed run's lock
+    tiling.extract_patches(scene, out, windows, **kwargs)
+    assert not lock.exists()
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_temporary_files_of_killed_runs_are_removed(scene, tmp_path):
+    windows = tiling.tile_windows(HEIGHT, WIDTH, 32)
+    out = tmp_path / "out"
+    tiling.extract_patches(scene, out, windows, writer="png", progress=False)
+    stale = out / "patches" / f".r000000_c000000.png.{dead_pid()}.0123456789ab.partial"
+    stale.write_bytes(b"half a patch")
+    tiling.extract_patches(scene, out, windows, writer="png", progress=False)
+    assert not stale.exists()
+
+
 @pytest.mark.parametrize("writer", ["geotiff", "jpeg"])
 def test_parallel_writers_give_the_same_bytes(scene, tmp_path, writer):
     windows = tiling.tile_windows(HEIGHT, WIDTH, 16, 12)
@@ -593,6 +711,32 @@ def test_a_different_configuration_raises_unless_overwrite(scene, tmp_path):
     )
     assert not (out / "patches").exists()
     assert {p.parent.name for p in index.files()} == {"shards"}
+
+
+def test_overwrite_deletes_only_what_an_earlier_run_wrote(scene, tmp_path):
+    windows = tiling.tile_windows(HEIGHT, WIDTH, 32)
+    out = tmp_path / "project"
+    mine = {"test/test_model.py": b"def test(): pass\n", "train/notes.md": b"# notes\n",
+            "train/positive/extra.png": b"my own image"}  # fmt: skip
+    for name, data in mine.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(data)
+    with pytest.raises(
+        FileExistsError, match="not written by extract_patches: .*test/test_model.py"
+    ):
+        tiling.extract_patches(scene, out, windows, writer="png", progress=False)
+    labels, splits = [i % 2 for i in range(len(windows))], ["train", "test"] * (len(windows) // 2)
+    kwargs = {"writer": "png", "layout": "class_folders", "progress": False}
+    with pytest.warns(UserWarning, match="kept 3 file"):
+        first = tiling.extract_patches(scene, out, windows, labels=labels, splits=splits,
+                                       overwrite=True, **kwargs)  # fmt: skip
+    assert len(first.files()) > len(windows) // 2
+    with pytest.warns(UserWarning, match="kept 3 file.*test/test_model.py"):
+        tiling.extract_patches(scene, out, windows, writer="npz", overwrite=True, progress=False)
+    assert {name: (out / name).read_bytes() for name in mine} == mine
+    left = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert left == {*mine, "index.csv", "index.geojson", "index.json", "shards/shard_00000.npz"}
+    assert not (out / "train" / "negative").exists()  # emptied folders are removed
 
 
 def test_unknown_patches_in_out_dir_are_not_touched(scene, tmp_path):
