@@ -106,9 +106,7 @@ _CACHE_BYTES = tiling._STREAM_CACHE_BYTES
 def _load_card(card: Mapping[str, Any] | PathLike | None) -> dict[str, Any] | None:
     if card is None:
         return None
-    if isinstance(card, Mapping):
-        return dict(card)
-    return read_model_card(card)
+    return read_model_card(card)  # a dict is checked like a file, needing bands and scaling
 
 
 def _model_bands(
