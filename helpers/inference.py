@@ -250,6 +250,7 @@ def _class_values(card: Mapping[str, Any] | None, k: int) -> np.ndarray:
 
 def _check_overwrite(paths: Sequence[Path], overwrite: bool) -> None:
     for path in paths:
+        _check_not_a_folder(path)
         if path.exists() and not overwrite:
             raise FileExistsError(
                 f"{path} exists; pass overwrite=True to replace it or choose another out_path."
@@ -343,6 +344,16 @@ def blend_weights(
     return w.astype(np.float32)
 
 
+def _check_not_a_folder(out_path: PathLike) -> None:
+    """Refuse a folder as ``out_path`` before any work (it used to fail after predicting)."""
+    path = Path(out_path)
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"out_path={os.fspath(out_path)!r} is a folder; pass the path of the GeoTIFF to "
+            f"write, e.g. {os.fspath(path / 'prediction.tif')!r}."
+        )
+
+
 def output_paths(out_path: PathLike, output: str = "probabilities") -> tuple[Path, ...]:
     """The file(s) :func:`predict` writes for ``out_path`` and ``output``.
 
@@ -350,12 +361,17 @@ def output_paths(out_path: PathLike, output: str = "probabilities") -> tuple[Pat
     ``<stem>_prob<suffix>`` and ``<stem>_class<suffix>`` next to it (``out_path`` itself is not
     written).
 
+    Raises:
+        ValueError: An unknown ``output``.
+        IsADirectoryError: ``out_path`` is an existing folder, not a file path.
+
     Example:
         >>> [p.name for p in output_paths("out/landcover.tif", "both")]
         ['landcover_prob.tif', 'landcover_class.tif']
     """
     if output not in OUTPUTS:
         raise ValueError(f"output={output!r}: use one of {', '.join(OUTPUTS)}.")
+    _check_not_a_folder(out_path)
     path = Path(out_path)
     if output != "both":
         return (path,)

@@ -393,6 +393,43 @@ def test_card_from_a_file(tmp_path):
         assert ds.descriptions == ("probability_vegetation",)
 
 
+def test_dict_card_is_checked_before_predicting(tmp_path):
+    scene = write_geotiff(tmp_path / "scene.tif", synthetic_reflectance(20, 20),
+                          band_names=SCENE_BANDS)  # fmt: skip
+    calls = []
+    no_scaling = {k: v for k, v in CARD.items() if k != "scaling"}
+    with pytest.raises(ValueError, match=r"given as a dict lacks.*'scaling'"):  # not KeyError
+        inference.predict(calls.append, scene, tmp_path / "out.tif", card=no_scaling,
+                          patch_size=8, progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="'bands' must be a non-empty list"):
+        inference.predict_tile_grid(calls.append, scene, tmp_path / "grid.tif",
+                                    card=dict(CARD, bands="red"), progress=False)  # fmt: skip
+    assert calls == [] and sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]
+
+
+@pytest.mark.parametrize("output", ["probabilities", "both"])
+def test_folder_as_out_path_fails_before_predicting(tmp_path, output):
+    scene = write_geotiff(tmp_path / "scene.tif", synthetic_reflectance(20, 20),
+                          band_names=SCENE_BANDS)  # fmt: skip
+    folder = tmp_path / "predictions"
+    folder.mkdir()
+    calls = []
+
+    def model(x):
+        calls.append(len(x))
+        return x
+
+    for overwrite in (False, True):
+        with pytest.raises(IsADirectoryError, match=r"out_path=.*predictions.*is a folder.*\.tif"):
+            inference.predict(model, scene, folder, card=CARD, patch_size=8, output=output,
+                              overwrite=overwrite, progress=False)  # fmt: skip
+        with pytest.raises(IsADirectoryError, match="is a folder"):
+            inference.predict_tile_grid(model, scene, folder, card=CARD, overwrite=overwrite,
+                                        progress=False)  # fmt: skip
+    assert calls == []  # checked before the first batch, not after the whole scene
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions", "scene.tif"]
+
+
 def test_unnamed_bands_are_taken_by_position_with_a_warning(tmp_path):
     data = synthetic_reflectance(20, 20)
     scene = write_geotiff(tmp_path / "scene.tif", data, band_names=None)
