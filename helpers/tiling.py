@@ -1105,6 +1105,17 @@ def _remove_partials(root: Path) -> None:
                 stale.unlink()
 
 
+def _check_real_pixels(dtype: Any, writer: str, path: PathLike) -> None:
+    """PNG and JPEG hold real 8-bit values; a complex raster (e.g. SAR SLC) has no such scale."""
+    if np.issubdtype(np.dtype(dtype), np.complexfloating):
+        raise ValueError(
+            f"{os.fspath(path)} holds complex values ({dtype}), but {writer} images need real "
+            "values. Write the patches with writer='geotiff' or writer='npz' (which keep complex "
+            "values), or first save a real raster such as the amplitude (numpy.abs) or the "
+            "intensity (numpy.abs(x) ** 2) and extract from that."
+        )
+
+
 def _default_image_bands(names: tuple[str, ...]) -> list[int]:
     lowered = [n.lower() for n in names]
     if all(c in lowered for c in ("red", "green", "blue")):
@@ -1279,6 +1290,8 @@ def extract_patches(
             f"bands={bands!r} selects {len(indexes)} bands, but {writer} images hold 1 (grey) "
             "or 3 (RGB); pass three bands such as ('red', 'green', 'blue') or one."
         )
+    if image_writer:
+        _check_real_pixels(profile["dtype"], writer, path)
     band_names = [all_names[i - 1] for i in indexes]
 
     # Row-major order; labels and splits travel with their windows.

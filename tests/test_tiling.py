@@ -364,6 +364,17 @@ def test_geotiff_patches_of_a_jpeg_ycbcr_orthophoto(tmp_path, compress, bands, p
             np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.parametrize("writer", ["png", "jpeg"])
+def test_complex_raster_to_images_names_the_file_and_the_fix(tmp_path, writer):
+    data = (np.random.default_rng(0).random((1, 32, 32)) + 1j).astype("complex64")
+    slc = write_geotiff(tmp_path / "slc.tif", data, nodata=None)
+    with pytest.raises(ValueError, match="complex") as info:  # was numpy's TypeError
+        tiling.extract_patches(slc, tmp_path / "out", tiling.tile_windows(32, 32, 16),
+                               writer=writer, progress=False)  # fmt: skip
+    assert str(slc) in str(info.value) and "need real values" in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
 def test_index_files_csv_geojson_json(scene, tmp_path):
     import geopandas as gpd
 
