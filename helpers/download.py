@@ -16,10 +16,12 @@ does the same for any URL. Both:
 The cache folder is, in order: the ``cache_dir=`` argument, the ``SATCOURSE_DATA`` environment
 variable, or the operating system's user cache folder (``~/.cache/satcourse`` on Linux).
 
-`pooch <https://www.fatiando.org/pooch/>`_ handles the registry, the hash checks of cached files
-and the final move into place. Its own HTTP downloader restarts from zero and deletes the partial
-file on every failure, so downloads go through :class:`ResumableDownloader`, a pooch-compatible
-downloader that adds HTTP range resume.
+Downloads go through :class:`ResumableDownloader` (also usable as a `pooch
+<https://www.fatiando.org/pooch/>`_ downloader), which resumes over HTTP range requests. A resume
+sends ``If-Range`` with the ETag (or Last-Modified date) of the first answer, kept beside the
+partial file, so a file that changed on the server in between is downloaded again from the start
+instead of being spliced from two versions. Nothing is created in the cache folder before the
+first bytes arrive, so a download killed early leaves no empty files behind.
 
 Example::
 
@@ -31,11 +33,13 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import re
 import shutil
+import stat
 import time
 import uuid
 import zipfile
@@ -217,6 +221,40 @@ def _total_from_content_range(value: str | None) -> tuple[int | None, int | None
     return start, total
 
 
+def _validator_path(partial: Path) -> Path:
+    """Where the version (ETag or Last-Modified) of a partial download's bytes is kept."""
+    return partial.with_name(partial.name + ".version")
+
+
+def _validator(response: requests.Response) -> str | None:
+    """The response's strong ETag, else its Last-Modified date: what ``If-Range`` accepts."""
+    etag = response.headers.get("ETag", "").strip()
+    if etag and not etag.startswith("W/"):  # weak ETags are not allowed in If-Range
+        return etag
+    return response.headers.get("Last-Modified", "").strip() or None
+
+
+def _read_validator(partial: Path) -> str | None:
+    try:
+        return _validator_path(partial).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def _write_validator(partial: Path, validator: str | None) -> None:
+    path = _validator_path(partial)
+    if validator is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_text(validator, encoding="utf-8")
+
+
+def _discard_partial(partial: Path) -> None:
+    """Delete a partial download and the version stored beside it."""
+    partial.unlink(missing_ok=True)
+    _validator_path(partial).unlink(missing_ok=True)
+
+
 class _Interrupted(Exception):
     """The server closed the connection before sending the whole file."""
 
@@ -244,7 +282,12 @@ class ResumableDownloader:
     Bytes go to a partial file (``.{target name}.download`` next to the final target) that
     survives failures. On each try the downloader asks for the remaining bytes with
     ``Range: bytes=N-``: a ``206 Partial Content`` answer is appended, a ``200`` answer (server
-    without range support) restarts the file from zero. Connection errors and truncated
+    without range support) restarts the file from zero. The ETag (or Last-Modified date) of
+    the answer that started the file is kept beside it (``.version``) and sent as ``If-Range``,
+    so a server whose file changed in between answers ``200`` with the new file, which restarts
+    the download: a resumed file is never spliced from two versions (a ``206`` whose ETag
+    differs from the stored one also restarts). The partial file is created at the first bytes
+    received, not before. Connection errors and truncated
     transfers are retried ``retries`` times, waiting ``retry_wait * attempt`` seconds. When the
     file is complete it is moved onto ``output_file`` (pooch then checks the hash and moves it
     into place).
@@ -302,20 +345,40 @@ class ResumableDownloader:
         check_only: bool = False,
     ) -> bool | None:
         """Download ``url`` into ``output_file`` (see the class docstring)."""
-        if self.session is None:
-            with requests.Session() as session:
-                return self._download(session, url, Path(output_file), check_only)
-        return self._download(self.session, url, Path(output_file), check_only)
-
-    def _download(
-        self, session: requests.Session, url: str, output_file: Path, check_only: bool
-    ) -> bool | None:
         if check_only:
-            try:
-                response = session.head(url, timeout=self.timeout, allow_redirects=True)
-            except requests.RequestException:
-                return False
-            return response.status_code == 200
+            with self._session() as session:
+                try:
+                    response = session.head(url, timeout=self.timeout, allow_redirects=True)
+                except requests.RequestException:
+                    return False
+                return response.status_code == 200
+        partial = self.download_partial(url, output_file)
+        os.replace(partial, output_file)
+        _validator_path(partial).unlink(missing_ok=True)
+        return None
+
+    def _session(self) -> contextlib.AbstractContextManager[requests.Session]:
+        if self.session is not None:
+            return contextlib.nullcontext(self.session)
+        return requests.Session()
+
+    def download_partial(self, url: str, output_file: PathLike) -> Path:
+        """Download ``url`` completely into :meth:`partial_path` and return that path.
+
+        Nothing is moved into place: the caller checks the bytes (e.g. their hash) and moves
+        the partial file onto its final name. The file's version (ETag or Last-Modified) is
+        kept beside it (``.version`` suffix) while it is unfinished; delete it together with
+        the partial file.
+
+        Raises:
+            OfflineError: The server cannot be reached.
+            DownloadError: HTTP error, or the transfer stopped ``retries + 1`` times (the
+                partial file is kept for the next call to resume).
+        """
+        with self._session() as session:
+            return self._download(session, url, Path(output_file))
+
+    def _download(self, session: requests.Session, url: str, output_file: Path) -> Path:
         partial = self.partial_path(output_file)
         partial.parent.mkdir(parents=True, exist_ok=True)
         target = self.target if self.target is not None else output_file
@@ -346,8 +409,7 @@ class ResumableDownloader:
                 self.retries + 1,
             )
             time.sleep(self.retry_wait * attempt)
-        os.replace(partial, output_file)
-        return None
+        return partial
 
     def _failure(self, url: str, target: Path, partial: Path, exc: Exception) -> DownloadError:
         have = partial.stat().st_size if partial.exists() else 0
@@ -366,8 +428,12 @@ class ResumableDownloader:
     def _try_once(self, session: requests.Session, url: str, partial: Path) -> None:
         have = partial.stat().st_size if partial.exists() else 0
         headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
+        stored = _read_validator(partial) if have else None
         if have:
             headers["Range"] = f"bytes={have}-"
+            if stored:
+                # The server sends the rest only if the file is unchanged, else all of it (200).
+                headers["If-Range"] = stored
         with session.get(url, headers=headers, stream=True, timeout=self.timeout) as response:
             if response.status_code == 416 and have:
                 # The partial file is as long as (or longer than) the remote file.
@@ -375,30 +441,51 @@ class ResumableDownloader:
                 if total == have:
                     return
                 log.info("Partial download of %s does not fit the remote file; restarting.", url)
-                partial.unlink()
+                _discard_partial(partial)
                 return self._try_once(session, url, partial)  # now without a Range header
             response.raise_for_status()
             start, total = 0, None
+            validator = _validator(response)
             if response.status_code == 206:
                 start, total = _total_from_content_range(response.headers.get("Content-Range"))
-                if start != have:
+                changed = stored is not None and validator is not None and validator != stored
+                if start != have or changed:
                     log.info("Server sent bytes from %s, not %d; restarting %s.", start, have, url)
-                    partial.unlink(missing_ok=True)
+                    _discard_partial(partial)
                     return self._try_once(session, url, partial)  # now without a Range header
+                validator = None  # the stored one still holds
             else:
                 if have:
                     log.info(
-                        "%s does not support resuming (HTTP %d); restarting.",
+                        "%s changed or does not support resuming (HTTP %d); restarting.",
                         url,
                         response.status_code,
                     )
                 have = 0
                 length = response.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
-            mode = "ab" if have else "wb"
-            name = (self.target or partial).name.lstrip(".")
+            self._write_body(response, partial, have, total, validator)
+        size = partial.stat().st_size if partial.exists() else 0
+        if total is not None and size < total:
+            raise _Interrupted(f"received {size} of {total} bytes")
+
+    def _write_body(
+        self,
+        response: requests.Response,
+        partial: Path,
+        have: int,
+        total: int | None,
+        validator: str | None,
+    ) -> None:
+        """Append (``have`` > 0) or write the body to ``partial``, opened at the first bytes.
+
+        A fresh download (``have == 0``) stores ``validator`` beside the partial file just before
+        its first bytes, so a later resume can ask for the rest of the same version.
+        """
+        name = (self.target or partial).name.lstrip(".")
+        try:
             with (
-                open(partial, mode) as file,
+                contextlib.ExitStack() as stack,
                 tqdm(
                     total=total,
                     initial=have,
@@ -409,18 +496,41 @@ class ResumableDownloader:
                     disable=not self.progress,
                 ) as bar,
             ):
-                try:
-                    for chunk in _iter_chunks(response, self.chunk_size):
-                        file.write(chunk)
-                        bar.update(len(chunk))
-                except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-                    raise _Interrupted(str(exc)) from exc
-        size = partial.stat().st_size
-        if total is not None and size < total:
-            raise _Interrupted(f"received {size} of {total} bytes")
+                file = None
+                for chunk in _iter_chunks(response, self.chunk_size):
+                    if file is None:
+                        if not have:
+                            _write_validator(partial, validator)
+                        file = stack.enter_context(open(partial, "ab" if have else "wb"))
+                    file.write(chunk)
+                    file.flush()  # bytes received survive a killed process, for the resume
+                    bar.update(len(chunk))
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            raise _Interrupted(str(exc)) from exc
+        if file is None and not have:
+            _discard_partial(partial)  # bytes of an older version must not be resumed
+            if total in (None, 0):
+                partial.touch()  # an empty file is a complete download
 
 
-def _pooch_fetch(
+def _move_verified(partial: Path, target: Path, url: str, sha256: str | None) -> None:
+    """Rename a complete download onto ``target`` if it hashes to ``sha256``, else delete it."""
+    got = file_sha256(partial)
+    if sha256 is not None and got != sha256:
+        _discard_partial(partial)
+        raise ChecksumError(
+            f"The file downloaded from {url} has SHA-256 {got}, but {sha256} was expected; it "
+            f"was deleted and {target} was not written. Run again (the transfer may have been "
+            "corrupted); if it happens again, the server holds a different version of the "
+            "file: update the registry hash (or pass sha256=... for a file you trust)."
+        )
+    if sha256 is None:
+        log.info("Downloaded %s (SHA-256 %s); pass sha256=... to pin it.", target, got)
+    os.replace(partial, target)
+    _validator_path(partial).unlink(missing_ok=True)
+
+
+def _fetch_to_cache(
     name: str,
     cache: Path,
     urls: Sequence[str],
@@ -432,19 +542,19 @@ def _pooch_fetch(
     retry_wait: float,
     overwrite: bool,
 ) -> Path:
-    """Fetch ``name`` into ``cache`` from the first of ``urls`` that works."""
+    """Fetch ``name`` into ``cache`` from the first of ``urls`` that works.
+
+    A cached file is kept when it matches ``sha256`` (or no hash is given). Otherwise the bytes
+    go to the downloader's partial file (nothing is created in ``cache`` before the first bytes
+    arrive), are checked, and only then renamed onto ``cache / name``.
+    """
     target = cache / name
     if overwrite:
         target.unlink(missing_ok=True)
+    if target.is_file() and (sha256 is None or file_sha256(target) == sha256):
+        return target
     errors: list[str] = []
     for i, url in enumerate(urls):
-        registry = pooch.create(
-            path=cache,
-            base_url="",
-            registry={name: f"sha256:{sha256}" if sha256 else None},
-            urls={name: url},
-            retry_if_failed=0,  # ResumableDownloader retries (and resumes) itself
-        )
         downloader = ResumableDownloader(
             target=target,
             sha256=sha256,
@@ -454,17 +564,11 @@ def _pooch_fetch(
             retry_wait=retry_wait,
         )
         try:
-            return Path(registry.fetch(name, downloader=downloader))
-        except ValueError as exc:  # pooch's hash mismatch; it deleted the download
-            got = re.search(r"got ([0-9a-fA-F]{16,})", str(exc))
-            downloader.partial_path(target).unlink(missing_ok=True)
-            raise ChecksumError(
-                f"The file downloaded from {url} has SHA-256 {got.group(1) if got else '?'}, "
-                f"but {sha256} was expected; it was deleted and {target} was not written. "
-                "Run again (the transfer may have been corrupted); if it happens again, the "
-                "server holds a different version of the file: update the registry hash (or "
-                "pass sha256=... for a file you trust)."
-            ) from exc
+            partial = downloader.download_partial(url, target)
+            _move_verified(partial, target, url, sha256)
+            return target
+        except ChecksumError:
+            raise  # another mirror serves the same bytes; the message says what to do
         except DownloadError as exc:
             errors.append(f"{url}: {exc}")
             if i + 1 < len(urls):
@@ -521,7 +625,7 @@ def download_file(
         >>> download_file(url, "cache/a.zip", sha256=known_sha256)  # doctest: +SKIP
     """
     path = Path(path)
-    return _pooch_fetch(
+    return _fetch_to_cache(
         path.name,
         path.parent,
         [url],
@@ -579,7 +683,7 @@ def fetch(
     expected = (sha256 or entry.sha256).lower() if verify else None
     cache = default_cache_dir(cache_dir)
     log.info("%s (%s) -> %s", name, _size_text(entry.size), cache)
-    return _pooch_fetch(
+    return _fetch_to_cache(
         name,
         cache,
         urls,
@@ -590,6 +694,44 @@ def fetch(
         retry_wait=retry_wait,
         overwrite=overwrite,
     )
+
+
+def _member_parts(name: str) -> tuple[str, ...]:
+    """The path parts ``zipfile.extract`` uses for a member name (no '..', '.' or drive)."""
+    return tuple(part for part in name.replace("\\", "/").split("/") if part not in ("", ".", ".."))
+
+
+def _check_member_paths(members: Sequence[zipfile.ZipInfo]) -> None:
+    """Raise if a member lies under another member that is a file or a symbolic link.
+
+    Such an archive cannot be extracted (``zipfile`` writes the link as a file, then fails on
+    the member below it); it is corrupt or not the archive that was expected.
+    """
+    not_folders = {
+        _member_parts(m.filename): stat.S_ISLNK(m.external_attr >> 16)
+        for m in members
+        if not m.is_dir()
+    }
+    for member in members:
+        parts = _member_parts(member.filename)
+        for end in range(1, len(parts)):
+            if parts[:end] in not_folders:
+                kind = "a symbolic link" if not_folders[parts[:end]] else "a file"
+                raise zipfile.BadZipFile(
+                    f"member {member.filename!r} goes through {'/'.join(parts[:end])!r}, which "
+                    f"the archive holds as {kind}, not a folder"
+                )
+
+
+def _extract_member(zf: zipfile.ZipFile, member: zipfile.ZipInfo, folder: Path) -> None:
+    """Extract one member (``extract`` strips absolute paths and '..'), naming it on failure."""
+    try:
+        zf.extract(member, folder)
+    except (NotADirectoryError, IsADirectoryError, FileExistsError) as exc:
+        # Two members claim the same path as a file and as a folder.
+        raise zipfile.BadZipFile(
+            f"member {member.filename!r} clashes with another member ({exc.strerror})"
+        ) from exc
 
 
 def extract_zip(
@@ -617,7 +759,10 @@ def extract_zip(
     Raises:
         FileNotFoundError: ``archive`` does not exist.
         FileExistsError: ``destination`` exists and ``overwrite`` is False.
-        ArchiveError: The archive is corrupt, truncated or not a zip file.
+        ArchiveError: The archive is corrupt, truncated or not a zip file, or a member lies
+            under another member that is a file or a symbolic link (the message names the
+            archive and the member). Nothing is extracted; the archive is left for the caller
+            to delete.
 
     Example:
         >>> extract_zip("cache/EuroSAT.zip", "cache/EuroSAT")  # doctest: +SKIP
@@ -635,10 +780,11 @@ def extract_zip(
     try:
         with zipfile.ZipFile(archive) as zf:
             members = zf.infolist()
+            _check_member_paths(members)
             for member in tqdm(
                 members, desc=f"extract {archive.name}", unit="file", disable=not progress
             ):
-                zf.extract(member, tmp)  # extract() strips absolute paths and '..'
+                _extract_member(zf, member, tmp)
         tmp.mkdir(exist_ok=True)  # an empty archive still gives a folder
         if destination.exists():
             old = destination.with_name(stem + ".old")

@@ -197,8 +197,8 @@ def fetch_eurosat(
         # bad mirror. Delete it so the next call downloads a fresh copy.
         archive.unlink(missing_ok=True)
         raise ArchiveError(
-            f"The EuroSAT archive from {url or 'the registry'} cannot be extracted "
-            f"({exc.__cause__!r}); nothing was extracted and the archive was deleted from the "
+            f"The EuroSAT archive {archive} (from {url or 'the registry'}) cannot be extracted "
+            f"({exc.__cause__ or exc}); nothing was extracted and the archive was deleted from the "
             "cache, so the next call downloads it again. If this repeats, the server sends a "
             "broken file: try another mirror with url=... and keep verify=True."
         ) from exc

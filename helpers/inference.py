@@ -36,6 +36,8 @@ no neighbour to hand over to, so there the window stays at full weight: every pi
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import math
 import os
@@ -106,9 +108,7 @@ _CACHE_BYTES = tiling._STREAM_CACHE_BYTES
 def _load_card(card: Mapping[str, Any] | PathLike | None) -> dict[str, Any] | None:
     if card is None:
         return None
-    if isinstance(card, Mapping):
-        return dict(card)
-    return read_model_card(card)
+    return read_model_card(card)  # a dict is checked like a file, needing bands and scaling
 
 
 def _model_bands(
@@ -250,8 +250,41 @@ def _class_values(card: Mapping[str, Any] | None, k: int) -> np.ndarray:
     return values.astype(np.uint8)
 
 
+def _names_failed_writes(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Make a failed write of ``func``'s output name it, and never leave it truncated.
+
+    GDAL reports a full disk only on stderr, so rasterio raises a bare "Write failed"; and a
+    write that fails while GDAL flushes the file on closing raises nothing at all. The wrapped
+    function's ``out_path`` (and ``output``) say which files it writes: a "Write failed" error
+    becomes one naming them and asking about the disk, and after a successful call each file
+    is read back block by block; one that cannot be read is deleted, with the same error.
+    """
+    signature = inspect.signature(func)
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        out_path = bound.arguments["out_path"]
+        try:
+            result = func(*args, **kwargs)
+        except rasterio.errors.RasterioIOError as exc:
+            if not str(exc).startswith("Write failed"):
+                raise
+            raise raster._write_failed(out_path, exc) from exc
+        for path in output_paths(out_path, bound.arguments.get("output", "probabilities")):
+            try:
+                raster._read_back(path)
+            except rasterio.errors.RasterioError as exc:
+                path.unlink(missing_ok=True)
+                raise raster._write_failed(path, exc) from exc
+        return result
+
+    return wrapper
+
+
 def _check_overwrite(paths: Sequence[Path], overwrite: bool) -> None:
     for path in paths:
+        _check_not_a_folder(path)
         remove_stale_partials(path)  # temporary files of a run that was killed
         if path.exists() and not overwrite:
             raise FileExistsError(
@@ -433,6 +466,16 @@ def blend_weights(
     return w.astype(np.float32)
 
 
+def _check_not_a_folder(out_path: PathLike) -> None:
+    """Refuse a folder as ``out_path`` before any work (it used to fail after predicting)."""
+    path = Path(out_path)
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"out_path={os.fspath(out_path)!r} is a folder; pass the path of the GeoTIFF to "
+            f"write, e.g. {os.fspath(path / 'prediction.tif')!r}."
+        )
+
+
 def output_paths(out_path: PathLike, output: str = "probabilities") -> tuple[Path, ...]:
     """The file(s) :func:`predict` writes for ``out_path`` and ``output``.
 
@@ -440,12 +483,17 @@ def output_paths(out_path: PathLike, output: str = "probabilities") -> tuple[Pat
     ``<stem>_prob<suffix>`` and ``<stem>_class<suffix>`` next to it (``out_path`` itself is not
     written).
 
+    Raises:
+        ValueError: An unknown ``output``.
+        IsADirectoryError: ``out_path`` is an existing folder, not a file path.
+
     Example:
         >>> [p.name for p in output_paths("out/landcover.tif", "both")]
         ['landcover_prob.tif', 'landcover_class.tif']
     """
     if output not in OUTPUTS:
         raise ValueError(f"output={output!r}: use one of {', '.join(OUTPUTS)}.")
+    _check_not_a_folder(out_path)
     path = Path(out_path)
     if output != "both":
         return (path,)
@@ -679,6 +727,7 @@ def _check_dense_output(y: np.ndarray, x: np.ndarray) -> np.ndarray:
     return y
 
 
+@_names_failed_writes
 def predict(
     model: Model,
     scene: PathLike,
@@ -783,6 +832,9 @@ def predict(
             not match the model card (the message names both lists).
         ValueError: Bad arguments (stride, blend, output, threshold, ...) or a model output of
             the wrong shape.
+        IsADirectoryError: ``out_path`` is a folder (checked before predicting).
+        rasterio.errors.RasterioIOError: Writing an output failed (a full disk?); the message
+            names it, and no truncated file is left under its name (each output is read back).
 
     Example:
         >>> predict(model, "scene.tif", "outputs/prob.tif", card="model.card.json",
@@ -1059,6 +1111,7 @@ def _prefetched(items: Iterator, depth: int) -> Iterator:
 # --------------------------------------------------------------------------------------------
 
 
+@_names_failed_writes
 def predict_tile_grid(
     model: Model,
     scene: PathLike,
@@ -1113,6 +1166,7 @@ def predict_tile_grid(
             not match the card.
         ValueError: Bad ``stride``/``max_nodata_fraction``/``batch_size`` or model outputs
             that are not ``(n, 1)`` / ``(n, k)``.
+        IsADirectoryError, rasterio.errors.RasterioIOError: As for :func:`predict`.
 
     Example:
         >>> grid, tiles = predict_tile_grid(model, "scene.tif", "outputs/grid.tif",

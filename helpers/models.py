@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import warnings
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from keras import layers
 from helpers.files import atomic_write_text
 
 __all__ = [
+    "DICT_CARD_KEYS",
     "EXTRA_BAND_OFFSET",
     "IMAGENET_MEAN_BGR",
     "MODEL_CARD_KEYS",
@@ -517,6 +519,7 @@ def scale_inputs(images: np.ndarray, card: Mapping[str, Any]) -> np.ndarray:
         >>> scale_inputs(np.full((1, 2, 2, 1), 2500, np.uint16), card)[0, 0, 0]
         array([0.25], dtype=float32)
     """
+    _validate_card(card, "given to scale_inputs", required=DICT_CARD_KEYS)
     bands = list(card["bands"])
     scaling = _check_scaling(card["scaling"], bands, "given to scale_inputs")
     x = np.asarray(images, dtype=np.float32)
@@ -567,8 +570,15 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _validate_card(card: Mapping[str, Any], where: str) -> None:
-    missing = [k for k in MODEL_CARD_KEYS if k not in card]
+#: Keys a card given as a dict (to :func:`read_model_card` or prediction) must have; the
+#: other :data:`MODEL_CARD_KEYS` are checked when present.
+DICT_CARD_KEYS = ("bands", "scaling")
+
+
+def _validate_card(
+    card: Mapping[str, Any], where: str, required: Sequence[str] = MODEL_CARD_KEYS
+) -> None:
+    missing = [k for k in required if k not in card]
     if missing:
         raise ValueError(
             f"Model card {where} lacks required key(s) {missing}. Write it with "
@@ -580,7 +590,7 @@ def _validate_card(card: Mapping[str, Any], where: str) -> None:
             f"Model card {where}: 'bands' must be a non-empty list of band names in model input "
             f"order, got {bands!r}."
         )
-    threshold = card["decision_threshold"]
+    threshold = card.get("decision_threshold", 0.5)
     if (
         isinstance(threshold, bool)
         or not isinstance(threshold, int | float)
@@ -629,20 +639,26 @@ def write_model_card(path: PathLike, **fields: Any) -> Path:
     return atomic_write_text(card_path, text)
 
 
-def read_model_card(path: PathLike) -> dict[str, Any]:
+def read_model_card(path: PathLike | Mapping[str, Any]) -> dict[str, Any]:
     """Read and validate a model card.
 
     Args:
-        path: The model file (``model.keras``) or the card (``model.card.json``).
+        path: The model file (``model.keras``) or the card (``model.card.json``); or a card
+            already in memory (a dict), which gets the same checks of the values, but needs
+            only :data:`DICT_CARD_KEYS` (``bands`` and ``scaling``).
 
     Returns:
-        The card as a dict; ``classes`` given as a mapping comes back with int keys
-        (JSON stores them as strings).
+        The card as a dict (a copy for a dict); ``classes`` given as a mapping comes back with
+        int keys (JSON stores them as strings).
 
     Raises:
         FileNotFoundError: If the card does not exist.
         ValueError: If it is not JSON or a required key is missing or invalid.
     """
+    if isinstance(path, Mapping):
+        card = dict(path)
+        _validate_card(card, "given as a dict", required=DICT_CARD_KEYS)
+        return _int_class_keys(card)
     card_path = model_card_path(path)
     if not card_path.is_file():
         raise FileNotFoundError(
@@ -658,8 +674,12 @@ def read_model_card(path: PathLike) -> dict[str, Any]:
     if not isinstance(card, dict):
         raise ValueError(f"Model card {card_path} must hold a JSON object; rewrite it.")
     _validate_card(card, str(card_path))
-    classes = card["classes"]
-    if isinstance(classes, dict) and all(str(k).lstrip("-").isdigit() for k in classes):
+    return _int_class_keys(card)
+
+
+def _int_class_keys(card: dict[str, Any]) -> dict[str, Any]:
+    classes = card.get("classes")
+    if isinstance(classes, Mapping) and all(str(k).lstrip("-").isdigit() for k in classes):
         card["classes"] = {int(k): v for k, v in classes.items()}
     return card
 
@@ -745,7 +765,8 @@ def load_with_card(path: PathLike, *, compile: bool = True) -> tuple[keras.Model
 
     Raises:
         FileNotFoundError: If the model or its card is missing.
-        ValueError: If the card is invalid or does not fit the model.
+        ValueError: If the card is invalid or does not fit the model, or the model file
+            exists but is not a readable Keras model (corrupt or truncated).
     """
     path = Path(path)
     if not path.is_file():
@@ -759,6 +780,32 @@ def load_with_card(path: PathLike, *, compile: bool = True) -> tuple[keras.Model
 
     for module in ("helpers.training", "helpers.losses", "helpers.datasets"):
         importlib.import_module(module)
-    model = keras.models.load_model(path, compile=compile)
+    model = _load_keras_file(path, compile=compile)
     _check_card_fits_model(card, model, str(model_card_path(path)))
     return model, card
+
+
+def _load_keras_file(path: Path, *, compile: bool) -> keras.Model:
+    """``keras.models.load_model``, with a clear error for a file that exists but is broken.
+
+    Keras answers a corrupt or truncated ``.keras`` file (not a readable zip) with "File not
+    found", which sends people looking for a file that is right there.
+    """
+
+    def broken(reason: str) -> ValueError:
+        return ValueError(
+            f"{path} exists but is not a readable Keras model (corrupt or truncated?): {reason}. "
+            "Copy or download it again, or save the model again with save_with_card."
+        )
+
+    if not zipfile.is_zipfile(path):
+        size = path.stat().st_size
+        raise broken(f"a .keras file is a zip archive, but these {size} bytes are not one")
+    try:
+        return keras.models.load_model(path, compile=compile)
+    except (zipfile.BadZipFile, EOFError) as exc:
+        raise broken(f"{type(exc).__name__}: {exc}") from exc
+    except ValueError as exc:
+        if "File not found" not in str(exc):
+            raise  # e.g. an unknown layer: Keras's message says what is missing
+        raise broken(str(exc)) from exc

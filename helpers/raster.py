@@ -455,6 +455,32 @@ def _as_window(window: WindowLike | None, dataset: DatasetReader) -> Window | No
     return window
 
 
+def _gdal_reason(exc: BaseException) -> str:
+    """GDAL's own message behind rasterio's "Read failed. See previous exception"."""
+    cause = exc.__cause__ or exc.__context__
+    return str(cause) if cause is not None else str(exc)
+
+
+def _read_failed(path: PathLike, window: Window | None, exc: RasterioError) -> RasterioIOError:
+    """A read error that names the file and the window, and what usually causes it."""
+    where = "the whole raster" if window is None else f"window {window}"
+    return RasterioIOError(
+        f"Reading {where} of {os.fspath(path)} failed ({_gdal_reason(exc)}). The file opens but "
+        "its pixel data cannot be read: it is probably truncated or corrupt (an interrupted "
+        "download or copy). Download or copy it again; `gdalinfo -checksum` on it shows "
+        "whether every block reads."
+    )
+
+
+def _write_failed(path: PathLike, exc: RasterioError) -> RasterioIOError:
+    """A write error that names the output file and asks about the disk."""
+    return RasterioIOError(
+        f"Writing {os.fspath(path)} failed ({_gdal_reason(exc)}); nothing was written under "
+        "that name. Is the disk full (or over a quota or file-size limit)? Free space on that "
+        "disk or write to another folder, then run again."
+    )
+
+
 def read(
     path: PathLike,
     bands: BandSelection = None,
@@ -486,7 +512,11 @@ def read(
     """
     with open_raster(path) as ds:
         indexes = resolve_bands(bands, _band_names(ds), path=path)
-        return ds.read(indexes, window=_as_window(window, ds), masked=masked)
+        window = _as_window(window, ds)
+        try:
+            return ds.read(indexes, window=window, masked=masked)
+        except RasterioError as exc:
+            raise _read_failed(path, window, exc) from exc
 
 
 def read_decimated(
@@ -534,13 +564,19 @@ def read_decimated(
     with open_raster(path) as ds:
         indexes = resolve_bands(bands, _band_names(ds), path=path)
         scale = max(ds.width, ds.height) / int(max_size)
-        if scale <= 1:
-            return ds.read(indexes, masked=masked), ds.transform
-        out_h = max(1, math.ceil(ds.height / scale))
-        out_w = max(1, math.ceil(ds.width / scale))
-        array = ds.read(
-            indexes, out_shape=(len(indexes), out_h, out_w), resampling=resampling, masked=masked
-        )
+        out_h = max(1, math.ceil(ds.height / max(scale, 1)))
+        out_w = max(1, math.ceil(ds.width / max(scale, 1)))
+        try:
+            if scale <= 1:
+                return ds.read(indexes, masked=masked), ds.transform
+            array = ds.read(
+                indexes,
+                out_shape=(len(indexes), out_h, out_w),
+                resampling=resampling,
+                masked=masked,
+            )
+        except RasterioError as exc:
+            raise _read_failed(path, None, exc) from exc
         # Same origin, pixels sx by sy times larger (written out: the Affine operators differ
         # between affine 2 and 3).
         t, sx, sy = ds.transform, ds.width / out_w, ds.height / out_h
@@ -945,7 +981,9 @@ def write_like(
     """Write an array as a GeoTIFF on the grid of another raster (same CRS and transform).
 
     The file is tiled (256 x 256) and DEFLATE-compressed, written to a temporary name in the same
-    folder and renamed when complete, so a crash never leaves a half-written file under ``path``.
+    folder, read back block by block, and renamed only when complete and readable, so neither a
+    crash nor a failed write (a full disk, which GDAL reports only on stderr) leaves a
+    half-written file under ``path``.
 
     Args:
         path: The GeoTIFF to write.
@@ -962,6 +1000,8 @@ def write_like(
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is False.
         ValueError: the array's shape does not match ``like``.
+        rasterio.errors.RasterioIOError: Writing failed (a full disk?); the message names
+            ``path``, and nothing is left under that name.
 
     Example:
         >>> mask = (ndvi > 0.4).astype("uint8")  # doctest: +SKIP
@@ -997,10 +1037,26 @@ def write_like(
     }
     if profile["tiled"]:
         profile.update(blockxsize=256, blockysize=256)
-    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
-        dst.write(data)
-        for i, name in enumerate(descriptions or [], start=1):
-            dst.set_band_description(i, name)
-        if colormap is not None:
-            dst.write_colormap(1, colormap)
+    try:
+        with atomic_path(path) as tmp:
+            with rasterio.open(tmp, "w", **profile) as dst:
+                dst.write(data)
+                for i, name in enumerate(descriptions or [], start=1):
+                    dst.set_band_description(i, name)
+                if colormap is not None:
+                    dst.write_colormap(1, colormap)
+            _read_back(tmp)
+    except RasterioIOError as exc:  # GDAL reports ENOSPC only on stderr: "Write failed"
+        raise _write_failed(path, exc) from exc
     return path
+
+
+def _read_back(path: PathLike) -> None:
+    """Read every block of a GeoTIFF just written, raising RasterioIOError if one is missing.
+
+    A write that fails while GDAL flushes the file on closing (a full disk) is only reported
+    on stderr and leaves a truncated file; reading it back is what notices.
+    """
+    with rasterio.open(path) as ds:
+        for _, window in ds.block_windows(1):
+            ds.read(window=window)

@@ -689,6 +689,27 @@ def _partial(final: Path) -> Path:
     return partial_path(final)
 
 
+def _patch_geotiff_profile(profile: Mapping[str, Any], count: int, compress: str | None) -> dict:
+    """The source profile made fit for patch GeoTIFFs of ``count`` bands and ``compress``.
+
+    The source's compression, predictor, interleave and photometric are dropped: a JPEG-YCbCr
+    orthophoto's ``photometric="ycbcr"`` is only valid with JPEG compression of three uint8
+    bands, so it is kept only then (``compress="jpeg"``); otherwise GDAL picks the photometric
+    interpretation that fits the bands written.
+    """
+    out = {k: v for k, v in profile.items() if k not in _SOURCE_ENCODING_KEYS}
+    out["count"] = count
+    if compress is not None:
+        out["compress"] = compress
+        if str(compress).lower() == "jpeg" and count == 3 and np.dtype(out["dtype"]) == np.uint8:
+            out["photometric"] = "ycbcr"  # what JPEG compresses best; readers convert back to RGB
+    return out
+
+
+#: Profile keys that describe how the source is encoded, not what its pixels mean.
+_SOURCE_ENCODING_KEYS = ("compress", "predictor", "interleave", "photometric", "jpeg_quality")
+
+
 def _write_geotiff(
     final: Path,
     array: np.ndarray,
@@ -1344,6 +1365,17 @@ def _resume_shards(root: Path, ordered: list[Window], shard_size: int,
     _warn_redone(root, damaged)
 
 
+def _check_real_pixels(dtype: Any, writer: str, path: PathLike) -> None:
+    """PNG and JPEG hold real 8-bit values; a complex raster (e.g. SAR SLC) has no such scale."""
+    if np.issubdtype(np.dtype(dtype), np.complexfloating):
+        raise ValueError(
+            f"{os.fspath(path)} holds complex values ({dtype}), but {writer} images need real "
+            "values. Write the patches with writer='geotiff' or writer='npz' (which keep complex "
+            "values), or first save a real raster such as the amplitude (numpy.abs) or the "
+            "intensity (numpy.abs(x) ** 2) and extract from that."
+        )
+
+
 def _default_image_bands(names: tuple[str, ...]) -> list[int]:
     lowered = [n.lower() for n in names]
     if all(c in lowered for c in ("red", "green", "blue")):
@@ -1498,6 +1530,8 @@ def extract_patches(
         jpeg_quality: JPEG quality (1-95).
         compress: GeoTIFF compression of the patch files (e.g. ``"deflate"``); None (default)
             writes them uncompressed, which is fastest to write and to read back in training.
+            The source's own encoding is not copied (a JPEG-YCbCr orthophoto gives plain RGB
+            patches); ``"jpeg"`` on three uint8 bands writes YCbCr JPEG again.
         fill: Value for pixels outside the raster; defaults to the raster's nodata (else 0).
         pool: ``"thread"`` (default, measured faster: GDAL and Pillow release the GIL while
             encoding and writing) or ``"process"``.
@@ -1592,6 +1626,8 @@ def _extract_patches_locked(
             f"bands={bands!r} selects {len(indexes)} bands, but {writer} images hold 1 (grey) "
             "or 3 (RGB); pass three bands such as ('red', 'green', 'blue') or one."
         )
+    if image_writer:
+        _check_real_pixels(profile["dtype"], writer, path)
     band_names = [all_names[i - 1] for i in indexes]
 
     # Row-major order; labels and splits travel with their windows.
@@ -1672,12 +1708,7 @@ def _extract_patches_locked(
     if writer == "npz":
         (root / "shards").mkdir(exist_ok=True)
 
-    geotiff_profile = dict(profile, count=len(indexes))
-    geotiff_profile.pop("predictor", None)
-    geotiff_profile.pop("compress", None)
-    geotiff_profile.pop("interleave", None)
-    if compress is not None:
-        geotiff_profile["compress"] = compress
+    geotiff_profile = _patch_geotiff_profile(profile, len(indexes), compress)
     shard_remaining = {k: 0 for k in set(shard_of)}
     for i in todo:
         shard_remaining[shard_of[i]] += 1

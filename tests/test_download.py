@@ -5,12 +5,19 @@ Every download goes to a server on 127.0.0.1 started by the test; nothing leaves
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import http.server
 import io
+import os
 import re
+import signal
 import socket
+import stat
+import subprocess
+import sys
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,7 +50,10 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
     """Serves files from ``server.root``; honours ``Range: bytes=a-b`` when ``server.ranges``.
 
     ``server.cut_after`` (bytes, used once) sends a full Content-Length but closes the
-    connection after that many body bytes, like a dropped connection.
+    connection after that many body bytes, like a dropped connection. ``server.versions``
+    (``"etag"`` or ``"last-modified"``) sends that validator and honours ``If-Range`` (a stale
+    one gets the whole file, 200); ``server.if_ranges`` logs the ``If-Range`` headers.
+    ``server.hang_after`` (bytes) sends that many body bytes, then waits for ``server.release``.
     """
 
     def log_message(self, *args: Any) -> None:
@@ -59,6 +69,11 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         data = path.read_bytes()
         start, end, status = 0, len(data) - 1, 200
         requested = self.headers.get("Range")
+        version = _version(path, data, server.versions)
+        server.if_ranges.append(self.headers.get("If-Range"))
+        if_range = self.headers.get("If-Range")
+        if if_range is not None and if_range != version:
+            requested = None  # the file changed: send all of it
         if requested and server.ranges:
             first, last = re.fullmatch(r"bytes=(\d*)-(\d*)", requested.strip()).groups()
             start = int(first) if first else len(data) - int(last)
@@ -77,8 +92,15 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
             self.send_header("Accept-Ranges", "bytes")
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+        if version is not None:
+            self.send_header("ETag" if server.versions == "etag" else "Last-Modified", version)
         self.end_headers()
         if not body_wanted:
+            return
+        if server.hang_after is not None:
+            self.wfile.write(body[: server.hang_after])
+            self.wfile.flush()
+            server.release.wait(timeout=30)
             return
         cut, server.cut_after = server.cut_after, None
         self.wfile.write(body if cut is None else body[:cut])
@@ -91,16 +113,30 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         self._respond(False)
 
 
+def _version(path: Path, data: bytes, versions: str | None) -> str | None:
+    """The ETag or Last-Modified value the test server gives ``path``."""
+    if versions == "etag":
+        return '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
+    if versions == "last-modified":
+        return email.utils.formatdate(path.stat().st_mtime, usegmt=True)
+    return None
+
+
 @contextmanager
-def serve(root: Path, *, ranges: bool = True) -> Iterator[tuple[Any, str]]:
+def serve(
+    root: Path, *, ranges: bool = True, versions: str | None = None
+) -> Iterator[tuple[Any, str]]:
     """Run a range-capable file server for ``root``; yield ``(server, base_url)``."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
     server.root, server.ranges, server.cut_after, server.log = root, ranges, None, []
+    server.versions, server.if_ranges = versions, []
+    server.hang_after, server.release = None, threading.Event()
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield server, f"http://127.0.0.1:{server.server_address[1]}/"
     finally:
+        server.release.set()
         server.shutdown()
         server.server_close()
 
@@ -236,6 +272,78 @@ def test_http_404_is_not_retried_and_named(server, tmp_path: Path) -> None:
     assert len(srv.log) == 1
 
 
+@pytest.mark.parametrize("versions", ["etag", "last-modified"])
+def test_resume_after_remote_change_restarts_instead_of_splicing(
+    files: Path, tmp_path: Path, versions: str
+) -> None:
+    target = tmp_path / "cache" / "data.bin"
+    with serve(files, versions=versions) as (srv, base):
+        srv.cut_after = 4000
+        with pytest.raises(DownloadError, match="interrupted"):
+            download_file(base + "data.bin", target, progress=False, retries=0)
+        first_version = _version(files / "data.bin", PAYLOAD, versions)
+        changed = PAYLOAD[::-1]  # same length, other bytes: a new version of the file
+        (files / "data.bin").write_bytes(changed)
+        os.utime(files / "data.bin", (time.time() + 100, time.time() + 100))
+
+        download_file(base + "data.bin", target, progress=False, retries=0)  # no hash to catch it
+    assert srv.log[-1] == ("GET", "/data.bin", "bytes=4000-")
+    assert srv.if_ranges[-1] == first_version  # resume only if it is the same version
+    assert target.read_bytes() == changed  # not PAYLOAD[:4000] + changed[4000:]
+    assert leftovers(target.parent) == []
+
+
+def test_resume_of_unchanged_file_sends_if_range_and_appends(files: Path, tmp_path: Path) -> None:
+    target = tmp_path / "data.bin"
+    with serve(files, versions="etag") as (srv, base):
+        srv.cut_after = 3000
+        download_file(base + "data.bin", target, progress=False, retries=1, retry_wait=0)
+    assert target.read_bytes() == PAYLOAD
+    assert [entry[2] for entry in srv.log] == [None, "bytes=3000-"]
+    assert srv.if_ranges == [None, _version(files / "data.bin", PAYLOAD, "etag")]
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("sent", [0, 4000])
+def test_killed_download_leaves_no_empty_file(files: Path, tmp_path: Path, sent: int) -> None:
+    """A process killed mid-download leaves only the resumable bytes, never an empty file."""
+    cache = tmp_path / "cache"
+    target = cache / "data.bin"
+    partial = cache / ".data.bin.download"
+    code = (
+        "import sys; from helpers.download import download_file; "
+        "download_file(sys.argv[1], sys.argv[2], progress=False, retries=0, timeout=60)"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    with serve(files, versions="etag") as (srv, base):
+        srv.hang_after = sent
+        env = {**os.environ, "PYTHONPATH": str(repo)}
+        process = subprocess.Popen(
+            [sys.executable, "-c", code, base + "data.bin", str(target)], cwd=repo, env=env
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if (partial.stat().st_size if partial.exists() else 0) >= sent and srv.log:
+                    break
+                time.sleep(0.05)
+            time.sleep(0.3)  # let the client act on what it received
+            assert process.poll() is None, "the download ended instead of hanging"
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
+        srv.release.set()
+        srv.hang_after = None
+        left = {p.name: p.stat().st_size for p in cache.iterdir()} if cache.exists() else {}
+        assert all(size > 0 for size in left.values()), left
+        assert set(left) <= {".data.bin.download", ".data.bin.download.version"}
+        assert (partial.stat().st_size if partial.exists() else 0) == sent
+
+        download_file(base + "data.bin", target, sha256=PAYLOAD_SHA, progress=False, retries=0)
+    assert target.read_bytes() == PAYLOAD
+    assert leftovers(cache) == []
+
+
 @settings(
     max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -340,6 +448,39 @@ def test_corrupt_zip_raises_and_leaves_nothing(tmp_path: Path, damage: str) -> N
     archive = tmp_path / "a.zip"
     archive.write_bytes(bytes(data))
     with pytest.raises(ArchiveError, match="download again") as info:
+        extract_zip(archive, tmp_path / "out", progress=False)
+    assert str(archive) in str(info.value)
+    assert not (tmp_path / "out").exists()
+    assert leftovers(tmp_path) == []
+
+
+def zip_with_link_member() -> bytes:
+    """A zip whose ``top/link`` is a symbolic link and whose ``top/link/x.txt`` goes through it."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        link = zipfile.ZipInfo("top/link")
+        link.create_system = 3  # Unix, so the mode bits below are read
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(link, "/etc")
+        zf.writestr("top/link/x.txt", b"x")
+    return buffer.getvalue()
+
+
+def test_member_through_symlink_raises_archive_error(tmp_path: Path) -> None:
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(zip_with_link_member())
+    with pytest.raises(ArchiveError, match="download again") as info:
+        extract_zip(archive, tmp_path / "out", progress=False)
+    message = str(info.value)
+    assert str(archive) in message and "top/link/x.txt" in message and "symbolic link" in message
+    assert not (tmp_path / "out").exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_member_clashing_with_a_file_raises_archive_error(tmp_path: Path) -> None:
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(make_zip({"data": b"a file", "data/": b""}))  # a file and a folder
+    with pytest.raises(ArchiveError, match="data/") as info:
         extract_zip(archive, tmp_path / "out", progress=False)
     assert str(archive) in str(info.value)
     assert not (tmp_path / "out").exists()

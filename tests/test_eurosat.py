@@ -11,6 +11,7 @@ import http.server
 import io
 import re
 import socket
+import stat
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -142,6 +143,30 @@ def test_corrupt_zip_is_deleted_and_nothing_extracted(local_http_server, tmp_pat
             progress=False,
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_zip_member_through_symlink_is_deleted_so_next_call_downloads_again(
+    local_http_server, tmp_path: Path
+) -> None:
+    served_root, base = local_http_server
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        link = zipfile.ZipInfo("2750/Forest")
+        link.create_system = 3  # Unix mode bits: a symbolic link
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(link, "/tmp")
+        zf.writestr("2750/Forest/Forest_1.jpg", b"not reached")
+    (served_root / "EuroSAT.zip").write_bytes(buffer.getvalue())
+    kwargs = {"cache_dir": tmp_path, "url": base + "EuroSAT.zip", "progress": False}
+    with pytest.raises(ArchiveError, match="downloads it again") as info:
+        fetch_eurosat(verify=False, **kwargs)
+    assert str(tmp_path / "EuroSAT.zip") in str(info.value)
+    assert "2750/Forest/Forest_1.jpg" in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # the bad archive is not cached
+
+    (served_root / "EuroSAT.zip").write_bytes(ZIP)  # the server now sends the right file
+    root = fetch_eurosat(sha256=ZIP_SHA, **kwargs)
+    assert sorted(p.name for p in root.iterdir()) == sorted(CLASSES)
 
 
 def test_offline_message_says_where_to_put_the_zip(tmp_path: Path) -> None:

@@ -396,6 +396,83 @@ def test_card_from_a_file(tmp_path):
         assert ds.descriptions == ("probability_vegetation",)
 
 
+def test_dict_card_is_checked_before_predicting(tmp_path):
+    scene = write_geotiff(tmp_path / "scene.tif", synthetic_reflectance(20, 20),
+                          band_names=SCENE_BANDS)  # fmt: skip
+    calls = []
+    no_scaling = {k: v for k, v in CARD.items() if k != "scaling"}
+    with pytest.raises(ValueError, match=r"given as a dict lacks.*'scaling'"):  # not KeyError
+        inference.predict(calls.append, scene, tmp_path / "out.tif", card=no_scaling,
+                          patch_size=8, progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="'bands' must be a non-empty list"):
+        inference.predict_tile_grid(calls.append, scene, tmp_path / "grid.tif",
+                                    card=dict(CARD, bands="red"), progress=False)  # fmt: skip
+    assert calls == [] and sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]
+
+
+@pytest.mark.parametrize("output", ["probabilities", "both"])
+def test_folder_as_out_path_fails_before_predicting(tmp_path, output):
+    scene = write_geotiff(tmp_path / "scene.tif", synthetic_reflectance(20, 20),
+                          band_names=SCENE_BANDS)  # fmt: skip
+    folder = tmp_path / "predictions"
+    folder.mkdir()
+    calls = []
+
+    def model(x):
+        calls.append(len(x))
+        return x
+
+    for overwrite in (False, True):
+        with pytest.raises(IsADirectoryError, match=r"out_path=.*predictions.*is a folder.*\.tif"):
+            inference.predict(model, scene, folder, card=CARD, patch_size=8, output=output,
+                              overwrite=overwrite, progress=False)  # fmt: skip
+        with pytest.raises(IsADirectoryError, match="is a folder"):
+            inference.predict_tile_grid(model, scene, folder, card=CARD, overwrite=overwrite,
+                                        progress=False)  # fmt: skip
+    assert calls == []  # checked before the first batch, not after the whole scene
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions", "scene.tif"]
+
+
+_FULL_DISK_CHILD = """
+import resource, signal, sys
+from pathlib import Path
+import numpy as np
+from conftest import SCENE_BANDS, synthetic_reflectance, write_geotiff
+from helpers import inference
+root = Path(sys.argv[1])
+card = {"bands": list(SCENE_BANDS), "scaling": {"method": "linear", "scale": 1e-4}}
+scenes = {n: write_geotiff(root / f"scene{n}.tif", synthetic_reflectance(n, n),
+                           band_names=SCENE_BANDS) for n in (64, 128)}
+(root / "out").mkdir()
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails like ENOSPC
+resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
+noise = lambda x: np.random.default_rng(0).random(x.shape[:3] + (2,)).astype("float32")
+for n, output in ((64, "probabilities"), (128, "both")):  # fails on closing / while writing
+    try:
+        inference.predict(noise, scenes[n], root / "out" / f"pred{n}.tif", card=card,
+                          patch_size=16, output=output, progress=False)
+        print("no error")
+    except OSError as exc:
+        print(type(exc).__name__, exc)
+"""
+
+
+def test_failed_write_names_the_output_and_leaves_nothing(tmp_path):
+    """A full disk shows only on GDAL's stderr; the error must name the output, and a write
+    that failed while closing must not leave a truncated map under the output's name."""
+    tests = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests.parent), str(tests)])}
+    result = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK_CHILD, str(tmp_path)], cwd=tests.parent, env=env,
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2, result.stdout + result.stderr
+    for line, name in zip(lines, ("pred64.tif", "pred128"), strict=True):
+        assert line.startswith("RasterioIOError") and name in line and "disk full" in line
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
+
+
 def test_unnamed_bands_are_taken_by_position_with_a_warning(tmp_path):
     data = synthetic_reflectance(20, 20)
     scene = write_geotiff(tmp_path / "scene.tif", data, band_names=None)

@@ -254,6 +254,20 @@ def test_model_card_missing_key_errors(tmp_path):
         models.read_model_card(tmp_path / "absent.keras")
 
 
+def test_dict_card_is_validated_like_a_file_card():
+    card = models.read_model_card(dict(CARD, classes={"0": "negative", "1": "settlement"}))
+    assert card["classes"] == {0: "negative", 1: "settlement"} and card is not CARD
+    minimal = {"bands": ["red"], "scaling": {"method": "linear", "scale": 1e-4}}
+    assert models.read_model_card(minimal) == minimal  # the keys prediction needs suffice
+    no_scaling = {k: v for k, v in CARD.items() if k != "scaling"}
+    with pytest.raises(ValueError, match=r"given as a dict lacks required key\(s\) \['scaling'\]"):
+        models.read_model_card(no_scaling)
+    with pytest.raises(ValueError, match="'scaling'"):
+        models.scale_inputs(np.zeros((1, 2, 2, 4)), no_scaling)  # was KeyError: 'scaling'
+    with pytest.raises(ValueError, match="decision_threshold"):
+        models.read_model_card(dict(CARD, decision_threshold=5))
+
+
 def test_scale_inputs_linear_and_stretch():
     raw = np.array([[[[0, 1000, 2000, 3000]]]], dtype=np.uint16)
     linear = {"bands": CARD["bands"], "scaling": {"method": "linear", "scale": 1e-4, "offset": 0}}
@@ -312,6 +326,19 @@ def test_save_with_card_round_trip_and_refusals(tmp_path):
     with pytest.raises(ValueError, match="tile_size=64"):
         models.save_with_card(model, tmp_path / "y.keras", **dict(fields, tile_size=64))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clf.card.json", "clf.keras"]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_load_with_card_names_a_corrupt_model_file(tmp_path, damage):
+    model = keras.Sequential([keras.Input((4, 4, 4)), keras.layers.Conv2D(1, 1)])
+    path = models.save_with_card(model, tmp_path / "tiny.keras", **dict(CARD, tile_size=4))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"<html>" * 50)
+    with pytest.raises(ValueError) as info:
+        models.load_with_card(path)
+    message = str(info.value)
+    assert f"{path} exists but is not a readable Keras model (corrupt or truncated?)" in message
+    assert "save_with_card" in message
 
 
 def test_load_with_card_catches_a_card_from_another_model(tmp_path):

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -265,6 +269,21 @@ def test_read_decimated_masked_and_bad_resampling(scene_path):
         raster.read_decimated(scene_path, max_size=0)
 
 
+def test_truncated_cog_read_error_names_the_file_and_window(tmp_path):
+    """A file cut after its header opens, but reading pixels fails: say which file and where."""
+    data = np.random.default_rng(0).integers(0, 10_000, (2, 128, 128)).astype("uint16")
+    path = write_geotiff(tmp_path / "cut.tif", data, blocksize=32)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    raster.describe(path)  # the header is intact
+    with pytest.raises(rasterio.errors.RasterioIOError) as info:
+        raster.read(path, window=((96, 128), (96, 128)))
+    message = str(info.value)
+    assert str(path) in message and "row_off=96" in message and "truncated" in message
+    assert "See previous exception" not in message
+    with pytest.raises(rasterio.errors.RasterioIOError, match="cut.tif.*truncated"):
+        raster.read_decimated(path, max_size=64)
+
+
 # --------------------------------------------------------------------------------------------
 # valid_mask and percentile_stretch
 # --------------------------------------------------------------------------------------------
@@ -422,6 +441,36 @@ def test_channel_helpers_add_axis_to_2d_and_reject_other_ndim():
         raster.to_channels_last(np.zeros(5))
     with pytest.raises(RasterError, match="5-D"):
         raster.to_channels_first(np.zeros((1, 1, 1, 1, 1)))
+
+
+@pytest.mark.parametrize("size", [64, 256])  # fails while closing / while writing
+def test_write_like_failing_write_names_the_file_and_the_disk(tmp_path, size):
+    """GDAL reports a full disk only on stderr; the error must still name the output."""
+    like = write_geotiff(tmp_path / "like.tif", np.zeros((1, size, size), "uint8"))
+    out = tmp_path / "out" / "big.tif"
+    out.parent.mkdir()
+    code = """
+import resource, signal, sys
+import numpy as np
+from helpers import raster
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails like ENOSPC
+resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
+size = int(sys.argv[3])
+noise = np.random.default_rng(0).integers(0, 60000, (4, size, size)).astype("uint16")
+try:
+    raster.write_like(sys.argv[1], noise, sys.argv[2])
+except OSError as exc:
+    print(type(exc).__name__, exc)
+"""
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(out), str(like), str(size)],
+        cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, capture_output=True,
+        text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert result.stdout.startswith("RasterioIOError"), result.stdout + result.stderr
+    assert str(out) in result.stdout and "disk full" in result.stdout
+    assert sorted(p.name for p in out.parent.iterdir()) == []  # nothing half-written
 
 
 def test_write_like_keeps_the_grid_and_is_atomic(scene_path, tmp_path):

@@ -333,6 +333,52 @@ def test_geotiff_patches_keep_georeferencing_and_pixels(scene, tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    ("compress", "bands", "photometric"),
+    [(None, None, None), ("deflate", None, None), ("jpeg", None, "ycbcr"), ("jpeg", [2], None)],
+)
+def test_geotiff_patches_of_a_jpeg_ycbcr_orthophoto(tmp_path, compress, bands, photometric):
+    """The common orthophoto encoding (JPEG, YCbCr) gives patches that open and match it."""
+    ortho = tmp_path / "ortho.tif"
+    gradient = np.add.outer(np.arange(64), np.arange(64)).astype("uint8") * 2
+    data = np.stack([gradient, gradient[::-1], 255 - gradient])
+    profile = {
+        "driver": "GTiff", "width": 64, "height": 64, "count": 3, "dtype": "uint8",
+        "crs": "EPSG:32632", "transform": Affine(0.5, 0, 500000, 0, -0.5, 5000000),
+        "compress": "jpeg", "photometric": "ycbcr", "tiled": True,
+        "blockxsize": 16, "blockysize": 16,
+    }  # fmt: skip
+    with rasterio.open(ortho, "w", **profile) as dst:
+        dst.write(data)
+    index = tiling.extract_patches(
+        ortho, tmp_path / "out", tiling.tile_windows(64, 64, 32), writer="geotiff",
+        bands=bands, compress=compress, progress=False,
+    )  # fmt: skip
+    assert len(index.written) == 4
+    for row in index.written.itertuples():
+        window = Window(row.col_off, row.row_off, row.width, row.height)
+        with rasterio.open(tmp_path / "out" / row.file) as patch:
+            assert patch.profile.get("photometric") == photometric
+            assert patch.transform == rasterio.windows.transform(window, profile["transform"])
+            got = patch.read().astype(int)
+        expected = direct_read(ortho, window, bands).astype(int)
+        if compress == "jpeg":  # lossy again, so close rather than equal
+            assert np.abs(got - expected).mean() < 3
+        else:
+            np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("writer", ["png", "jpeg"])
+def test_complex_raster_to_images_names_the_file_and_the_fix(tmp_path, writer):
+    data = (np.random.default_rng(0).random((1, 32, 32)) + 1j).astype("complex64")
+    slc = write_geotiff(tmp_path / "slc.tif", data, nodata=None)
+    with pytest.raises(ValueError, match="complex") as info:  # was numpy's TypeError
+        tiling.extract_patches(slc, tmp_path / "out", tiling.tile_windows(32, 32, 16),
+                               writer=writer, progress=False)  # fmt: skip
+    assert str(slc) in str(info.value) and "need real values" in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
 def test_index_files_csv_geojson_json(scene, tmp_path):
     import geopandas as gpd
 
