@@ -429,7 +429,10 @@ class _ConfusionMatrixMetric(keras.metrics.Metric):
         # Out-of-range codes and ignored pixels go to one extra bin, dropped below.
         in_range = (valid > 0) & (codes >= 0) & (codes < n)
         index = ops.where(in_range, codes * n + predicted, n * n)
-        counts = ops.bincount(ops.reshape(index, (-1,)), minlength=n * n + 1)
+        # segment_sum with a fixed number of bins traces under jax.jit (bincount's length is
+        # data-dependent there).
+        flat = ops.reshape(index, (-1,))
+        counts = ops.segment_sum(ops.ones_like(flat), flat, num_segments=n * n + 1)
         batch = ops.reshape(ops.cast(counts[: n * n], "int64"), (n, n))
         self.confusion_matrix.assign_add(batch)
 

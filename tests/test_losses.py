@@ -337,3 +337,40 @@ def test_saved_model_loads_without_custom_objects_and_trains(tmp_path):
         assert got == pytest.approx(before[key], rel=1e-5)
     history = loaded.fit(images, masks, epochs=1, batch_size=2, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+JAX_FIT = """
+import keras, numpy as np
+from helpers import losses
+keras.utils.set_random_seed(0)
+inputs = keras.Input((8, 8, 2))
+outputs = keras.layers.Conv2D(3, 3, padding="same", activation="softmax")(inputs)
+model = keras.Model(inputs, outputs)
+metrics = [losses.MaskedIoU(num_classes=3), losses.MaskedF1(num_classes=3)]
+model.compile(optimizer="adam", loss=losses.MaskedCrossentropy(), metrics=metrics)
+rng = np.random.default_rng(0)
+images = rng.random((4, 8, 8, 2), dtype=np.float32)
+masks = rng.integers(0, 3, (4, 8, 8, 1)).astype("uint8")
+masks[:, :2] = 255
+history = model.fit(images, masks, epochs=1, batch_size=2, verbose=0)
+print(keras.backend.backend(), sorted(history.history))
+"""
+
+
+def test_metrics_train_under_jax_jit(tmp_path):
+    """The masked metrics trace under jax.jit, the fastest Keras backend on a GPU (bincount's
+    data-dependent length did not)."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("jax", reason="JAX is installed with the dev extras on Python 3.11+")
+    script = tmp_path / "fit_on_jax.py"
+    script.write_text(JAX_FIT)
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[0] == "jax"
+    assert "'iou'" in done.stdout and "'f1'" in done.stdout, done.stdout
