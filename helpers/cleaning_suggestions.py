@@ -6,7 +6,8 @@ right minimum depends on what is being mapped and on the pixel size. So the clea
 
 * the minimum object size is below the smallest labelled object (half its area, with a floor
   of a few pixels), so cleaning never deletes an object the labels contain;
-* holes up to the smallest labelled hole stay open (courtyards are real);
+* holes as large as the smallest labelled hole stay open (courtyards are real; pinholes of a
+  few pixels, which rasterizing outlines leaves where corners touch, do not count);
 * the opening and closing radii are the largest (up to ``max_radius``) with which cleaning the
   rasterized labels themselves keeps every object (at least half of each), merges none, and
   keeps their IoU with the labels at ``min_iou`` or more.
@@ -92,15 +93,17 @@ class CleaningSuggestion:
         )
 
 
-def _smallest_hole(foreground: np.ndarray, connectivity: int) -> int | None:
-    """Pixels of the smallest background region enclosed by the class (None: no hole)."""
+def _smallest_hole(foreground: np.ndarray, connectivity: int, at_least: int) -> int | None:
+    """Pixels of the smallest background region enclosed by the class with ``at_least``
+    pixels (None: no such hole); smaller ones are pinholes of the rasterization, where two
+    corners of an outline meet diagonally."""
     structure = ndimage.generate_binary_structure(2, 2 if connectivity == 4 else 1)
     labelled, count = ndimage.label(~foreground, structure=structure)
     edges = np.concatenate([labelled[0], labelled[-1], labelled[:, 0], labelled[:, -1]])
     sizes = np.bincount(labelled.ravel(), minlength=count + 1)
     sizes[0] = 0
     sizes[np.unique(edges)] = 0
-    holes = sizes[sizes > 0]
+    holes = sizes[sizes >= max(at_least, 1)]
     return int(holes.min()) if len(holes) else None
 
 
@@ -162,7 +165,7 @@ def suggest_cleaning(
     foreground = mask if mask.dtype == bool else mask == 1
     smallest = int(sizes["area_px"].min())
     min_size = min(smallest, max(int(floor_px), math.floor(size_fraction * smallest)))
-    hole = _smallest_hole(foreground, connectivity)
+    hole = _smallest_hole(foreground, connectivity, at_least=int(floor_px))
     max_hole = min_size if hole is None else min(min_size, hole - 1)
     structure = ndimage.generate_binary_structure(2, 2 if connectivity == 8 else 1)
     labelled, count = ndimage.label(foreground, structure=structure)

@@ -287,6 +287,7 @@ def suggest_sizes(
     *,
     multiple: int = 8,
     patch_range: tuple[int, int] = (64, 256),
+    large_objects_patch: int = 128,
     tile_range: tuple[int, int] = (32, 64),
     min_blocks: int = 9,
 ) -> SizeSuggestion:
@@ -295,7 +296,9 @@ def suggest_sizes(
     * block: about ``min_blocks`` blocks fit in the scene (a spatial split needs several), at
       most four patches wide and at least two (else most patches straddle blocks);
     * patch: four times the extent of a large object (75th percentile), so it holds a few whole
-      objects with their surroundings; within ``patch_range`` and at most half a block;
+      objects with their surroundings; within ``patch_range`` and at most half a block. Objects
+      too large for that (settlements) get ``large_objects_patch``, the course's default: a
+      larger patch would still show parts of them, at several times the cost;
     * tile: twice a typical (median) object's extent, within ``tile_range`` and at most the
       patch (objects larger than a tile simply fill it);
     * strides: half the size. Everything a multiple of ``multiple`` (the U-Net halves the patch
@@ -306,6 +309,7 @@ def suggest_sizes(
         scene_shape: ``(rows, cols)`` of the scene.
         multiple: Every size is a multiple of this.
         patch_range, tile_range: Smallest and largest patch and tile sizes to suggest.
+        large_objects_patch: The patch size for objects too large for ``patch_range``.
         min_blocks: Blocks the scene should hold.
 
     Returns:
@@ -324,14 +328,17 @@ def suggest_sizes(
     large = float(sizes["extent_px"].quantile(0.75))
     notes = []
     most_blocks = _round_to(math.sqrt(rows * cols / min_blocks), multiple)
-    wanted = min(max(_round_up(4 * large, multiple), patch_range[0]), patch_range[1], side)
+    wanted = _round_up(4 * large, multiple)
+    if wanted > patch_range[1]:
+        wanted = large_objects_patch
+    wanted = min(max(wanted, patch_range[0]), patch_range[1], side)
     patch = min(wanted, max(_round_to(most_blocks / 2, multiple), multiple))
     if patch < wanted:
         notes.append(f"patches of {wanted} px would leave the scene ({cols} x {rows} px) too few "
                      f"spatial blocks: {patch} px instead")  # fmt: skip
     elif 4 * large > patch_range[1]:
         notes.append(f"objects ({large:.0f} px across) are large: a {patch} px patch shows parts "
-                     "of them; a coarser resolution would show them whole")  # fmt: skip
+                     "of them (the context around a boundary is what it learns from)")  # fmt: skip
     tile = min(max(_round_up(2 * typical, multiple), tile_range[0]), tile_range[1], patch)
     block = max(2 * patch, min(4 * patch, most_blocks))
     return SizeSuggestion(patch, max(patch // 2, 1), tile, max(tile // 2, 1), block, typical,

@@ -98,3 +98,12 @@ def test_bad_input_is_named():
         suggest_cleaning(np.ones((5, 5), dtype=np.uint8), max_radius=-1)
     with pytest.raises(ValueError, match="cover no pixel centre"):
         suggest_cleaning_from_labels([shapely.box(0, 0, 0.1, 0.1)], from_origin(0, 10, 1, 1))
+
+
+def test_a_pinhole_of_the_rasterization_is_not_a_courtyard():
+    mask = np.zeros((40, 40), dtype=np.uint8)
+    mask[5:35, 5:35] = 1
+    mask[20, 20] = 0  # one pixel enclosed: rasterized outlines leave these where corners meet
+    assert suggest_cleaning(mask).max_hole == suggest_cleaning(mask).min_size > 1
+    mask[10:13, 10:13] = 0  # a 9 px courtyard stays open
+    assert suggest_cleaning(mask).max_hole == 8

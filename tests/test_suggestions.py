@@ -110,7 +110,7 @@ def test_sizes_for_buildings_and_for_a_small_scene():
     mask, _ = rasterize_objects(_buildings(spacing=40, side=12, extent=2000), Affine.identity())
     sizes = object_sizes(mask)
     suggestion = suggest_sizes(sizes, (2000, 2000))
-    assert suggestion.patch_size == 48 * 1 + 16  # 4 x 12 px = 48, raised to the 64 px minimum
+    assert suggestion.patch_size == 64  # 4 x 12 px = 48, raised to the 64 px minimum
     assert suggestion.tile_size == 32 and suggestion.stride == 32 and suggestion.tile_stride == 16
     assert suggestion.block_size == 4 * 64 and not suggestion.notes
     sizes_larger = sizes.assign(extent_px=sizes.extent_px * 3)  # 36 px objects
@@ -121,6 +121,10 @@ def test_sizes_for_buildings_and_for_a_small_scene():
     small = suggest_sizes(sizes_larger, (300, 400))  # few blocks: smaller patches, noted
     assert small.block_size >= 2 * small.patch_size and small.patch_size < 144
     assert small.block_size * 3 <= 400 and "too few" in small.notes[0]
+    settlements = suggest_sizes(sizes.assign(extent_px=300), (2048, 2048))
+    assert settlements.as_tiling() == {"patch_size": 128, "stride": 64, "tile_size": 64,
+                                       "tile_stride": 32, "block_size": 512}  # fmt: skip
+    assert "are large" in settlements.notes[0]  # the sample region's own config
     with pytest.raises(ValueError, match="no object"):
         suggest_sizes(sizes.iloc[:0], (100, 100))
 
