@@ -272,3 +272,11 @@ def test_budget_callbacks_bad_input():
         training.stop_summary([keras.callbacks.EarlyStopping()])
     report = training.budget_callbacks()[-1]
     assert report.summary == "Training has not run yet."
+
+
+def test_the_report_says_when_the_metric_was_never_logged():
+    callbacks = training.budget_callbacks(monitor="val_iou", mode="max", patience=2)
+    with pytest.warns(UserWarning, match="val_iou"):  # Keras: the metric is not available
+        _fit(callbacks, 2, _Script([0.1, 0.2]))
+    summary = training.stop_summary(callbacks)
+    assert "budget epochs" in summary and "val_iou was never logged" in summary
