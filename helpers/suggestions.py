@@ -7,9 +7,10 @@ the labelled objects (see :mod:`helpers.object_sizes`):
 
 * :func:`suggest_tile_thresholds` -- ``tiling.positive`` is a value that a tile centred on the
   median object reaches (counting its neighbours too); ``tiling.negative`` stays below it.
-* :func:`positive_tile_problems` / :func:`warn_if_few_positive_tiles` -- count positive tiles per
-  split and, when a split has too few, say so naming ``tiling.positive`` and a value that gives
-  enough in every split.
+* :func:`positive_tile_problems` / :func:`warn_if_few_positive_tiles` /
+  :func:`require_positive_tiles` -- count positive tiles per split and, when a split has too
+  few (warning) or none (error), say so naming ``tiling.positive`` and a value that gives enough
+  in every split.
 * :func:`suggest_sizes` -- patch, tile and block sizes: a patch holds a few whole objects with
   their surroundings, a tile about two objects across, a block several patches wide, all
   multiples of 8 and no larger than the scene.
@@ -43,6 +44,7 @@ __all__ = [
     "centred_tile_fractions",
     "positive_tile_counts",
     "positive_tile_problems",
+    "require_positive_tiles",
     "suggest_sizes",
     "suggest_tile_thresholds",
     "warn_if_few_positive_tiles",
@@ -254,6 +256,36 @@ def warn_if_few_positive_tiles(
                                           names=names):  # fmt: skip
         warnings.warn(problem, FewPositiveTilesWarning, stacklevel=2)
     return positive_tile_counts(fractions, assignment, positive=positive, names=names)
+
+
+def require_positive_tiles(
+    fractions: Sequence[float],
+    assignment: Sequence[str | None],
+    *,
+    positive: float,
+    negative: float,
+    min_positives: int = 10,
+    names: Sequence[str] = DEFAULT_NAMES,
+) -> dict[str, int]:
+    """:func:`warn_if_few_positive_tiles`, but a split without any positive tile is an error.
+
+    A model cannot learn the class from a training split without positives, nor be scored on
+    a validation or test split without them; stopping here names the key to change instead
+    of failing later with a message about empty arrays.
+
+    Raises:
+        ValueError: A split holding tiles has no positive one; the message names
+            ``tiling.positive`` and a value that gives every split ``min_positives``.
+    """
+    counts = positive_tile_counts(fractions, assignment, positive=positive, names=names)
+    present = {str(s) for s in assignment}
+    if any(counts[name] == 0 for name in names if name in present):
+        (problem,) = positive_tile_problems(fractions, assignment, positive=positive,
+                                            negative=negative, min_positives=min_positives,
+                                            names=names)  # fmt: skip
+        raise ValueError(problem)
+    return warn_if_few_positive_tiles(fractions, assignment, positive=positive, negative=negative,
+                                      min_positives=min_positives, names=names)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------

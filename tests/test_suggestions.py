@@ -15,6 +15,7 @@ from helpers.suggestions import (
     centred_tile_fractions,
     positive_tile_counts,
     positive_tile_problems,
+    require_positive_tiles,
     round_down,
     suggest_sizes,
     suggest_tile_thresholds,
@@ -94,6 +95,16 @@ def test_too_few_positive_tiles_are_named_with_a_value_that_works():
         assert (
             warn_if_few_positive_tiles(fractions, assignment, positive=0.5, negative=0.05) == counts
         )
+    with pytest.raises(ValueError, match=f"Set tiling.positive: {suggested:g}"):
+        require_positive_tiles(fractions, assignment, positive=0.5, negative=0.05)
+    few = np.array([0.6] * 12 + [0.6] * 3 + [0.3] * 9 + [0.6] * 12)  # validation: 3 positives
+    few_splits = ["train"] * 12 + ["validation"] * 12 + ["test"] * 12
+    with pytest.warns(FewPositiveTilesWarning, match="Set tiling.positive: 0.3"):
+        counts = require_positive_tiles(few, few_splits, positive=0.5, negative=0.05)
+    assert counts == {"train": 12, "validation": 3, "test": 12}
+    assert (
+        require_positive_tiles(fractions, assignment, positive=suggested, negative=0.05) == enough
+    )
 
 
 def test_a_split_without_labelled_tiles_is_named():
