@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
-from helpers.budget import StopReport, TimeBudget
+from helpers.budget import StopReport, TimeBudget, budget_callbacks, stop_summary
 
 __all__ = [
     "DiscriminativeSGD",
@@ -123,97 +123,6 @@ def standard_callbacks(
         except ImportError:
             log.info("TensorBoard is not installed; logging to %s only.", out / "log.csv")
     return callbacks
-
-
-def budget_callbacks(
-    out_dir: PathLike | None = None,
-    *,
-    monitor: str = "val_loss",
-    mode: str = "min",
-    patience: int = 5,
-    max_minutes: float | None = None,
-    min_delta: float = 0.0,
-    tensorboard: bool = False,
-    checkpoint_name: str = "best.keras",
-    clock: Any = None,
-) -> list[keras.callbacks.Callback]:
-    """Callbacks to train within a budget, stop early on ``monitor`` and report why it stopped.
-
-    The budget of epochs is ``fit``'s ``epochs``; ``max_minutes`` adds one of wall-clock time
-    (:class:`~helpers.budget.TimeBudget`). Early stopping ends the run after ``patience`` epochs
-    without an improvement of ``monitor`` by more than ``min_delta``; whichever comes first
-    ends it, and the weights of the best epoch are restored in every case. Afterwards
-    :func:`stop_summary` (or the last callback's ``summary``) says in one line why training
-    stopped (``patience``, ``budget epochs``, ``budget minutes``) and which epoch was best, and
-    adds a hint when the metric was still improving at the end of the budget.
-
-    Args:
-        out_dir: With a folder, the :func:`standard_callbacks` too (best checkpoint, CSV log,
-            TensorBoard when ``tensorboard``), writing there; None: nothing is written.
-        monitor: A metric logged with validation data, e.g. ``"val_iou"`` or ``"val_loss"``.
-        mode: ``"max"`` when larger ``monitor`` is better, ``"min"`` for losses.
-        patience: Epochs without improvement before stopping (>= 1).
-        max_minutes: Wall-clock budget in minutes, or None for none.
-        min_delta: Smallest change of ``monitor`` that counts as an improvement.
-        tensorboard: With ``out_dir``, add TensorBoard when it is installed.
-        checkpoint_name: With ``out_dir``, the best model's file name (``.keras``).
-        clock: Seconds-returning function for the time budget and report (tests); default
-            :func:`time.monotonic`.
-
-    Returns:
-        A list for ``model.fit(..., callbacks=...)``; its last item is the
-        :class:`~helpers.budget.StopReport`.
-
-    Raises:
-        ValueError: On a bad ``mode``, ``patience``, ``min_delta``, ``max_minutes`` or
-            ``checkpoint_name``.
-
-    Example:
-        >>> callbacks = budget_callbacks(monitor="val_iou", mode="max", patience=5,
-        ...                              max_minutes=20)
-        >>> [type(c).__name__ for c in callbacks]
-        ['EarlyStopping', 'TimeBudget', 'StopReport']
-    """
-    if mode not in ("max", "min"):
-        raise ValueError(f"mode={mode!r} must be 'max' (bigger is better) or 'min'.")
-    if isinstance(patience, bool) or int(patience) != patience or patience < 1:
-        raise ValueError(f"patience={patience!r} must be a whole number of epochs >= 1.")
-    if not min_delta >= 0:
-        raise ValueError(f"min_delta={min_delta!r} must be >= 0 (0: any improvement counts).")
-    timing = {} if clock is None else {"clock": clock}
-    early = keras.callbacks.EarlyStopping(
-        monitor=monitor, mode=mode, patience=int(patience), min_delta=float(min_delta),
-        restore_best_weights=True,
-    )  # fmt: skip
-    callbacks: list[keras.callbacks.Callback] = [early]
-    if out_dir is not None:  # the standard set, with this early stopping (it has min_delta)
-        callbacks = [
-            early if isinstance(c, keras.callbacks.EarlyStopping) else c
-            for c in standard_callbacks(
-                out_dir, monitor=monitor, mode=mode, patience=int(patience),
-                tensorboard=tensorboard, checkpoint_name=checkpoint_name,
-            )
-        ]  # fmt: skip
-    budget = None if max_minutes is None else TimeBudget(max_minutes, **timing)
-    if budget is not None:
-        callbacks.append(budget)
-    callbacks.append(StopReport(early, budget, **timing))
-    return callbacks
-
-
-def stop_summary(callbacks: Sequence[keras.callbacks.Callback]) -> str:
-    """The one-line report of the :class:`~helpers.budget.StopReport` among ``callbacks``.
-
-    Raises:
-        ValueError: ``callbacks`` holds no ``StopReport`` (build them with
-            :func:`budget_callbacks`).
-    """
-    for callback in callbacks:
-        if isinstance(callback, StopReport):
-            return callback.summary
-    raise ValueError(
-        "callbacks holds no StopReport: build the list with training.budget_callbacks(...)."
-    )
 
 
 def history_frame(*histories: keras.callbacks.History | dict) -> pd.DataFrame:
