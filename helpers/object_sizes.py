@@ -110,6 +110,12 @@ def rasterize_objects(
     return burnt.astype(bool), window
 
 
+def _deepest(piece: np.ndarray) -> float:
+    """Largest distance from a pixel of ``piece`` to the background around it (the box is
+    padded, so the outside counts as background); per object, so memory stays small."""
+    return float(ndimage.distance_transform_edt(np.pad(piece, 1)).max())
+
+
 def object_sizes(mask: np.ndarray, *, connectivity: int = 8) -> pd.DataFrame:
     """Measure each connected object of a binary mask.
 
@@ -138,11 +144,11 @@ def object_sizes(mask: np.ndarray, *, connectivity: int = 8) -> pd.DataFrame:
     if count == 0:
         return pd.DataFrame({name: pd.Series(dtype=float) for name in _COLUMNS})
     index = np.arange(1, count + 1)
-    # Distance to the nearest background pixel, with the outside of the mask as background.
-    distance = ndimage.distance_transform_edt(np.pad(foreground, 1))[1:-1, 1:-1]
-    inner = np.asarray(ndimage.maximum(distance, labelled, index))
-    centres = np.asarray(ndimage.center_of_mass(foreground, labelled, index)).reshape(-1, 2)
     boxes = ndimage.find_objects(labelled)
+    inner = np.array(
+        [_deepest(labelled[box] == label) for label, box in zip(index, boxes, strict=True)]
+    )
+    centres = np.asarray(ndimage.center_of_mass(foreground, labelled, index)).reshape(-1, 2)
     extent = [max(b[0].stop - b[0].start, b[1].stop - b[1].start) for b in boxes]
     return pd.DataFrame(
         {

@@ -21,6 +21,10 @@ from helpers.cleaning_suggestions import suggest_cleaning
 
 __all__ = ["suggestion_lines", "suggestions_report"]
 
+#: Above this many pixels of labelled area the cleaning search (several morphology passes over
+#: the whole mask) is left to the notebook, on a crop.
+MAX_CLEANING_PIXELS = 50_000_000
+
 
 def _tile_check(region: Any, info: Any, outlines: Any, min_positives: int) -> list[str]:
     """Positive classification tiles per split with the config's thresholds (notebook 03)."""
@@ -66,7 +70,11 @@ def suggestion_lines(region: Any, *, min_positives: int = 10) -> list[str]:
     sized = _suggest.suggest_sizes(sizes, (info.height, info.width))
     thresholds = _suggest.suggest_tile_thresholds(mask, config.tile_size)
     pixel_m2 = abs(info.transform.a * info.transform.e - info.transform.b * info.transform.d)
-    cleaning = suggest_cleaning(mask, pixel_area_m2=pixel_m2)
+    if mask.size <= MAX_CLEANING_PIXELS:
+        cleaning = suggest_cleaning(mask, pixel_area_m2=pixel_m2).describe()
+    else:
+        cleaning = (f"the labels span {mask.size / 1e6:.0f} Mpx; run "
+                    "cleaning_suggestions.suggest_cleaning on a crop of them")  # fmt: skip
     lines = [
         f"suggestions for {region.name} (from {len(sizes)} {region.target} objects of {date}: "
         f"median {sized.typical_extent_px:.0f} px across, 75 % up to "
@@ -84,7 +92,7 @@ def suggestion_lines(region: Any, *, min_positives: int = 10) -> list[str]:
         f"    a {config.tile_size} px tile centred on the median object is "
         f"{thresholds.median_fraction:.0%} covered"
     )
-    lines.append(f"  notebook 07: {cleaning.describe()}")
+    lines.append(f"  notebook 07: {cleaning}")
     lines += [f"  note: {note}" for note in sized.notes]
     return lines + _tile_check(region, info, outlines, min_positives)
 

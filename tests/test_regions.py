@@ -439,3 +439,19 @@ def test_the_command_line_suggests_sizes_and_warns_about_missing_positives(
     assert "WARNING" not in out and "suggestions for buildings" in out
     assert regions.main([str(fixed), "--no-files"]) == 0
     assert "suggestions" not in capsys.readouterr().out
+
+
+def test_the_suggestions_never_break_the_check(tmp_path, make_geotiff, monkeypatch):
+    from helpers import region_suggestions
+
+    region = load_region(_building_region(tmp_path, make_geotiff))
+    monkeypatch.setattr(region_suggestions, "MAX_CLEANING_PIXELS", 10)
+    lines = region_suggestions.suggestion_lines(region)
+    assert any("run cleaning_suggestions.suggest_cleaning on a crop" in line for line in lines)
+
+    def unreadable(*args, **kwargs):
+        raise OSError("labels unreadable")
+
+    monkeypatch.setattr(region_suggestions.raster, "describe", unreadable)
+    report = region_suggestions.suggestions_report(region)
+    assert report == "suggestions unavailable: labels unreadable"
