@@ -963,6 +963,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             status = 1
         else:
             print(f"OK {region.summary() if not args.no_files else region.name}")
+            if not args.no_files:  # sizes and thresholds that fit this region's objects
+                from helpers.region_suggestions import suggestions_report
+
+                print(suggestions_report(region))
     return status
 
 

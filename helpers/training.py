@@ -2,6 +2,9 @@
 
 * :func:`standard_callbacks` -- best checkpoint by a validation metric, early stopping, CSV log
   and (with TensorFlow installed) TensorBoard, all writing under one folder.
+* :func:`budget_callbacks` / :func:`stop_summary` -- train within a budget of epochs and/or
+  minutes, stop early on a validation metric, keep the best weights, and say in one line why
+  training stopped (:class:`~helpers.budget.TimeBudget`, :class:`~helpers.budget.StopReport`).
 * :class:`OneCycle` -- the one-cycle learning-rate schedule (warm up, then anneal).
 * :class:`DiscriminativeSGD` -- SGD with momentum whose learning rate is multiplied per layer
   group (small steps for early, generic layers; full steps for the new head).
@@ -35,13 +38,19 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
+from helpers.budget import StopReport, TimeBudget, budget_callbacks, stop_summary
+
 __all__ = [
     "DiscriminativeSGD",
     "OneCycle",
+    "StopReport",
+    "TimeBudget",
+    "budget_callbacks",
     "history_frame",
     "lr_range_test",
     "set_trainable",
     "standard_callbacks",
+    "stop_summary",
     "suggest_learning_rate",
 ]
 

@@ -389,3 +389,69 @@ def test_the_command_line_names_the_file_of_any_error(tmp_path, capsys, monkeypa
     assert (
         capsys.readouterr().out == f"INVALID {tmp_path / 'x.yaml'}: something without a file name\n"
     )
+
+
+def _building_region(folder: Path, make_geotiff, positive: float = 0.5) -> Path:
+    """A 256 x 256 px scene at 0.5 m with 8 x 8 px buildings every 24 px: at most a fifth of a
+    32 px tile is building, so tiling.positive 0.5 gives no positive tile."""
+    import geopandas as gpd
+    import shapely
+
+    scene = make_geotiff("buildings.tif", width=256, height=256, pixel_size=0.5)
+    with rasterio.open(scene) as src:
+        transform, crs = src.transform, src.crs
+    starts = range(4, 248, 24)
+    boxes = [shapely.box(*(transform * (c, r + 8)), *(transform * (c + 8, r))) for r in starts
+             for c in starts]  # fmt: skip
+    gpd.GeoDataFrame(geometry=boxes, crs=crs).to_file(folder / "buildings.gpkg")
+    config = folder / f"buildings_{positive}.yaml"
+    tiles = {"patch_size": 32, "stride": 16, "tile_size": 32, "tile_stride": 16,
+             "block_size": 64, "positive": positive, "negative": 0.01}  # fmt: skip
+    config.write_text(yaml.safe_dump({
+        "name": "buildings",
+        "imagery": {"scenes": {"2024-05-01": scene.name}, "bands": ["blue", "green", "red", "nir"]},
+        "labels": {"file": "buildings.gpkg", "target": "building"},
+        "tiling": tiles,
+        "outputs": {"root": "out"},
+    }))  # fmt: skip
+    return config
+
+
+def test_the_command_line_suggests_sizes_and_warns_about_missing_positives(
+    tmp_path, make_geotiff, capsys
+):
+    config = _building_region(tmp_path, make_geotiff)
+    assert regions.main([str(config)]) == 0  # suggestions never change the check's outcome
+    out = capsys.readouterr().out
+    assert out.startswith("OK region 'buildings'")
+    assert "suggestions for buildings (from 121 building objects of 2024-05-01" in out
+    for key in ("patch_size", "stride", "tile_size", "tile_stride", "block_size", "negative"):
+        assert f"  tiling.{key}: " in out
+    assert "notebook 07: OPENING" in out and "m²" in out
+    assert "positive tiles per split with tiling.positive 0.5: train 0, validation 0, test 0" in out
+    (warning,) = [line for line in out.splitlines() if line.startswith("WARNING")]
+    assert warning.startswith("WARNING tiling.positive = 0.5 gives train 0")
+    suggested = float(warning.split("Set tiling.positive: ")[1].split(" ")[0])
+    assert 0.01 < suggested < 0.25
+    fixed = _building_region(tmp_path, make_geotiff, positive=suggested)
+    assert regions.main([str(fixed)]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING" not in out and "suggestions for buildings" in out
+    assert regions.main([str(fixed), "--no-files"]) == 0
+    assert "suggestions" not in capsys.readouterr().out
+
+
+def test_the_suggestions_never_break_the_check(tmp_path, make_geotiff, monkeypatch):
+    from helpers import region_suggestions
+
+    region = load_region(_building_region(tmp_path, make_geotiff))
+    monkeypatch.setattr(region_suggestions, "MAX_CLEANING_PIXELS", 10)
+    lines = region_suggestions.suggestion_lines(region)
+    assert any("run cleaning_suggestions.suggest_cleaning on a crop" in line for line in lines)
+
+    def unreadable(*args, **kwargs):
+        raise OSError("labels unreadable")
+
+    monkeypatch.setattr(region_suggestions.raster, "describe", unreadable)
+    report = region_suggestions.suggestions_report(region)
+    assert report == "suggestions unavailable: labels unreadable"

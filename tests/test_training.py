@@ -145,3 +145,138 @@ def test_set_trainable_first_n_and_by_name():
     assert [layer.name for layer in model.layers if not layer.trainable] == ["head"]
     with pytest.raises(ValueError, match="no layer"):
         training.set_trainable(model, False, layers=["nope"])
+
+
+# ------------------------------------------------------------------------ training within a budget
+
+
+class _Script(keras.callbacks.Callback):
+    """Write a scripted ``val_score`` into each epoch's logs (so the stopping rule is exact),
+    remember each epoch's weights, and advance a fake clock by ``minutes`` per epoch."""
+
+    def __init__(self, scores, clock=None, minutes=0.0, batch_minutes=0.0):
+        super().__init__()
+        self.scores, self.clock, self.minutes, self.batch_minutes = (
+            scores,
+            clock,
+            minutes,
+            batch_minutes,
+        )
+        self.weights: list[list[np.ndarray]] = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.clock is not None:
+            self.clock.now += self.batch_minutes * 60
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_score"] = self.scores[epoch]
+        self.weights.append([np.array(w) for w in self.model.get_weights()])
+        if self.clock is not None:
+            self.clock.now += self.minutes * 60
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def _fit(callbacks, epochs, script):
+    x, y = _data()
+    model = _tiny_model()
+    model.compile(keras.optimizers.SGD(0.1), "binary_crossentropy")
+    history = model.fit(
+        x, y, epochs=epochs, batch_size=16, verbose=0, callbacks=[script, *callbacks]
+    )
+    return model, history
+
+
+def test_budget_callbacks_stop_on_patience_and_restore_the_best_epoch():
+    scores = [0.1, 0.3, 0.2, 0.25, 0.28, 0.9, 0.9]
+    callbacks = training.budget_callbacks(monitor="val_score", mode="max", patience=3)
+    script = _Script(scores)
+    model, history = _fit(callbacks, 7, script)
+    assert len(history.history["loss"]) == 5  # epochs 3, 4, 5 are no better than epoch 2
+    for restored, best in zip(model.get_weights(), script.weights[1], strict=True):
+        np.testing.assert_array_equal(restored, best)  # epoch 2's weights, not the last ones
+    report = callbacks[-1]
+    assert (report.reason, report.best_epoch, report.epochs_run) == ("patience", 2, 5)
+    summary = training.stop_summary(callbacks)
+    assert summary.startswith("Stopped after 5 of 7 epochs")
+    assert "patience (no better val_score for 3 epochs)" in summary
+    assert "Best epoch 2: val_score 0.3000" in summary and "still improving" not in summary
+
+
+def test_budget_callbacks_say_when_the_epoch_budget_ends_a_run_that_still_improves():
+    callbacks = training.budget_callbacks(monitor="val_score", mode="max", patience=2)
+    _, history = _fit(callbacks, 4, _Script([0.1, 0.2, 0.3, 0.4]))
+    assert len(history.history["loss"]) == 4
+    summary = training.stop_summary(callbacks)
+    assert "budget epochs (all 4 epochs of the budget ran)" in summary
+    assert "Best epoch 4" in summary and "still improving" in summary
+
+
+def test_time_budget_stops_before_the_next_epoch_would_overrun():
+    clock = _Clock()
+    callbacks = training.budget_callbacks(
+        monitor="val_score", mode="max", patience=5, max_minutes=10, clock=clock
+    )
+    script = _Script([0.5, 0.4, 0.6, 0.7, 0.8], clock=clock, minutes=4)
+    model, history = _fit(callbacks, 5, script)
+    # 4 min per epoch: after epoch 2 (8 min) a third would end at 12 min > 10.
+    assert len(history.history["loss"]) == 2
+    budget, report = callbacks[-2], callbacks[-1]
+    assert isinstance(budget, training.TimeBudget) and budget.stopped_epoch == 1
+    assert report.reason == "budget minutes" and report.best_epoch == 1
+    assert "the time budget of 10 min was spent" in report.summary
+    for restored, best in zip(model.get_weights(), script.weights[0], strict=True):
+        np.testing.assert_array_equal(restored, best)
+
+
+def test_time_budget_cuts_an_epoch_longer_than_the_budget():
+    clock = _Clock()
+    callbacks = training.budget_callbacks(
+        monitor="val_score", mode="max", max_minutes=1, clock=clock
+    )
+    script = _Script([0.5, 0.6], clock=clock, batch_minutes=0.5)  # 4 batches: 2 min an epoch
+    _, history = _fit(callbacks, 2, script)
+    assert len(history.history["loss"]) == 1 and callbacks[-1].reason == "budget minutes"
+
+
+def test_budget_callbacks_with_a_folder_write_the_checkpoint_and_log(tmp_path):
+    x, y = _data(128)
+    model = _tiny_model()
+    model.compile(keras.optimizers.SGD(0.1), "binary_crossentropy")
+    callbacks = training.budget_callbacks(
+        tmp_path, monitor="val_loss", mode="min", patience=2, min_delta=0.5
+    )
+    kinds = [type(c).__name__ for c in callbacks]
+    assert kinds == ["ModelCheckpoint", "EarlyStopping", "CSVLogger", "StopReport"]
+    history = model.fit(x, y, validation_data=(x, y), epochs=6, batch_size=32, verbose=0,
+                        callbacks=callbacks)  # fmt: skip
+    # No epoch improves val_loss by 0.5: patience stops after epoch 3.
+    assert len(history.history["loss"]) == 3 and callbacks[-1].reason == "patience"
+    assert (tmp_path / "best.keras").is_file() and (tmp_path / "log.csv").is_file()
+
+
+def test_budget_callbacks_bad_input():
+    with pytest.raises(ValueError, match="max_minutes=0 must be positive"):
+        training.budget_callbacks(max_minutes=0)
+    with pytest.raises(ValueError, match="patience=0"):
+        training.budget_callbacks(patience=0)
+    with pytest.raises(ValueError, match="mode='best'"):
+        training.budget_callbacks(mode="best")
+    with pytest.raises(ValueError, match="budget_callbacks"):
+        training.stop_summary([keras.callbacks.EarlyStopping()])
+    report = training.budget_callbacks()[-1]
+    assert report.summary == "Training has not run yet."
+
+
+def test_the_report_says_when_the_metric_was_never_logged():
+    callbacks = training.budget_callbacks(monitor="val_iou", mode="max", patience=2)
+    with pytest.warns(UserWarning, match="val_iou"):  # Keras: the metric is not available
+        _fit(callbacks, 2, _Script([0.1, 0.2]))
+    summary = training.stop_summary(callbacks)
+    assert "budget epochs" in summary and "val_iou was never logged" in summary
