@@ -5,6 +5,8 @@ threshold"; with K classes there is no threshold (the most probable class wins),
 questions become per class: which classes are found (recall), which are trusted (precision),
 and which are confused with which (the K x K confusion matrix).
 
+* :func:`classifier_head`: output units, activation and loss for K classes (a sigmoid unit
+  for two, softmax with sparse categorical cross-entropy for more).
 * :func:`predicted_classes`: softmax probabilities ``(N, K)`` -> class codes ``(N,)``.
 * :func:`per_class_scores`: precision, recall, F1 and support of each class, as a table.
 * :func:`summary_scores`: overall accuracy, macro-F1 (each class counts the same, the score to
@@ -23,6 +25,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -35,6 +38,7 @@ from sklearn.metrics import (
 )
 
 __all__ = [
+    "classifier_head",
     "confusion_matrices",
     "per_class_scores",
     "plot_confusion_matrix",
@@ -72,6 +76,40 @@ def _codes(y: Sequence[int] | np.ndarray, num_classes: int, what: str) -> np.nda
             "tiles (-1) first, or pass the right number of classes."
         )
     return array.astype(np.int64)
+
+
+def classifier_head(num_classes: int) -> dict[str, Any]:
+    """The output of a classifier for ``num_classes`` classes, and the loss that goes with it.
+
+    Two classes keep the binary set-up (one sigmoid unit, binary cross-entropy, float 0/1
+    labels ``(batch, 1)``, a decision threshold to choose); K > 2 classes get K softmax units
+    and sparse categorical cross-entropy on integer labels ``(batch,)`` (the labels
+    :func:`helpers.datasets.from_arrays` gives), the most probable class winning.
+
+    Args:
+        num_classes: K, at least 2.
+
+    Returns:
+        ``{"units", "activation", "loss", "binary"}``; ``units`` is the ``num_classes``
+        argument of :func:`helpers.models.build_resnet50_classifier`.
+
+    Raises:
+        ValueError: ``num_classes`` below 2.
+
+    Example:
+        >>> classifier_head(10)["loss"]
+        'sparse_categorical_crossentropy'
+    """
+    if isinstance(num_classes, bool) or int(num_classes) < 2:
+        raise ValueError(f"num_classes={num_classes!r} must be >= 2 (2 is the binary case).")
+    if int(num_classes) == 2:
+        return {"units": 1, "activation": "sigmoid", "loss": "binary_crossentropy", "binary": True}
+    return {
+        "units": int(num_classes),
+        "activation": "softmax",
+        "loss": "sparse_categorical_crossentropy",
+        "binary": False,
+    }
 
 
 def predicted_classes(probabilities: np.ndarray) -> np.ndarray:

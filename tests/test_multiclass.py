@@ -82,3 +82,45 @@ def test_plot_error_gallery_shows_the_errors_of_each_class():
     with pytest.raises(ValueError, match="same tiles"):
         multiclass.plot_error_gallery(images[:5], Y_TRUE, probs, NAMES)
     plt.close("all")
+
+
+def test_classifier_head_trains_a_k_class_resnet50_with_integer_labels():
+    import keras
+
+    from helpers import datasets, models
+
+    assert multiclass.classifier_head(2) == {
+        "units": 1, "activation": "sigmoid", "loss": "binary_crossentropy", "binary": True,
+    }  # fmt: skip
+    head = multiclass.classifier_head(4)
+    keras.utils.set_random_seed(0)
+    model = models.build_resnet50_classifier(
+        (32, 32, 3), weights=None, dense_units=8, freeze_layers=0, num_classes=head["units"]
+    )
+    assert model.output_shape == (None, 4)
+    assert model.get_layer("predictions").get_config()["activation"] == "softmax"
+    model.compile("adam", head["loss"])
+    images = np.random.default_rng(0).random((8, 32, 32, 3), dtype=np.float32)
+    stream = datasets.from_arrays(images, np.arange(8) % 4, batch_size=4)
+    history = model.fit(stream, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    probs = model.predict(images, verbose=0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="num_classes=1"):
+        multiclass.classifier_head(1)
+
+
+def test_a_softmax_model_card_needs_no_threshold(tmp_path):
+    from helpers import models
+
+    card = {
+        "bands": ["red", "green", "blue"],
+        "scaling": {"method": "linear", "scale": 1 / 255},
+        "tile_size": 32,
+        "classes": dict(enumerate(NAMES)),
+        "training_data": "t",
+    }
+    path = models.write_model_card(tmp_path / "m.keras", decision_threshold=None, **card)
+    assert models.read_model_card(path)["decision_threshold"] is None
+    with pytest.raises(ValueError, match="or null"):
+        models.write_model_card(tmp_path / "m.keras", decision_threshold=2, **card)
