@@ -44,6 +44,7 @@ _SPLIT_KEYS = ("validation", "test", "seed")
 _DEFAULT_SPLIT = {"validation": 0.15, "test": 0.15, "seed": 42}
 _SCENE_SECTIONS = ("imagery", "sample", "labels", "aoi")
 _SCENE_NOTEBOOKS = "02 and 05-08"
+_PIL_DTYPES = {"I": "int32", "F": "float32"}  # other modes: 8-bit, or 16-bit for I;16*
 
 
 def _fail(config: Any, key: str, message: str) -> ValueError:
@@ -81,7 +82,7 @@ def _header(path: Path) -> tuple[int, int, int, str, bool]:
 
     with Image.open(path) as image:
         bands = len(image.getbands()) if image.mode != "P" else 3
-        dtype = "uint16" if image.mode.startswith("I;16") else "uint8"
+        dtype = _PIL_DTYPES.get(image.mode, "uint16" if image.mode.startswith("I;16") else "uint8")
         return image.height, image.width, bands, dtype, False
 
 
@@ -147,7 +148,8 @@ class TileSource:
         """Split name per tile: a seeded random split within each class (stratified).
 
         Each class gives ``round(share * n)`` tiles to validation and test (at least one each
-        when the share is positive and the class has three tiles or more); the rest train.
+        when the share is positive and the class has three tiles or more); the rest train, and
+        at least one tile of every class trains.
         """
         labels = np.asarray(labels)
         out = np.full(len(labels), "train", dtype=object)
@@ -159,6 +161,8 @@ class TileSource:
                 max(int(share > 0 and n >= 3), round(share * n))
                 for share in (self.validation, self.test)
             )
+            n_val = min(n_val, max(n - 1, 0))  # keep a training tile of every class
+            n_test = min(n_test, max(n - 1 - n_val, 0))
             out[members[:n_val]] = "validation"
             out[members[n_val : n_val + n_test]] = "test"
         return out.astype(str)

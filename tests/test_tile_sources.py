@@ -61,6 +61,10 @@ def test_split_is_stratified_seeded_and_disjoint(jpeg_tiles, tmp_path):
     np.testing.assert_array_equal(assignment, source.assign_splits(labels))  # seeded
     other = tile_sources.TileSource(**{**source.__dict__, "seed": 8}).assign_splits(labels)
     assert (other != assignment).any()
+    wide = tile_sources.TileSource(**{**source.__dict__, "validation": 0.3, "test": 0.3})
+    few = wide.assign_splits(np.array([0, 0, 1, 1]))  # 0.3 of 2 rounds to 1, twice
+    assert sorted(few[:2]) == ["test", "train"] or sorted(few[:2]) == ["train", "validation"]
+    assert (few[2:] == "train").sum() == 1  # every class keeps a training tile
     splits = source.load_splits()
     assert sum(len(y) for _, y in splits.values()) == 100
     assert splits["train"][0].shape == (50, 32, 32, 3)
