@@ -291,9 +291,11 @@ def from_class_folders(
 ) -> tf.data.Dataset:
     """A ``tf.data`` pipeline over one split's class folders (``folder/class_name/*.png``).
 
-    Wraps ``keras.utils.image_dataset_from_directory(..., label_mode="binary")``: the two class
-    folders, sorted by name, become labels 0 and 1 (``negative`` < ``positive`` with the
-    default names of :func:`helpers.tiling.extract_patches`).
+    Wraps ``keras.utils.image_dataset_from_directory``: the class folders, sorted by name,
+    become labels 0, 1, ... K-1. Two folders give binary labels (``label_mode="binary"``:
+    ``negative`` < ``positive`` with the default names of :func:`helpers.tiling.extract_patches`),
+    for a sigmoid output; three or more give integer labels (``label_mode="int"``) for a softmax
+    output trained with sparse categorical cross-entropy.
 
     Args:
         folder: One split's folder, e.g. ``outputs/patches_png/train``.
@@ -309,12 +311,13 @@ def from_class_folders(
 
     Returns:
         A dataset of ``(images, labels)``: float32 ``(batch, rows, cols, 3)`` (1 channel for
-        grey images) and float32 ``(batch, 1)``. ``dataset.class_names`` is kept.
+        grey images) and, with two classes, float32 ``(batch, 1)``; with K > 2 classes int32
+        ``(batch,)`` in ``0 .. K-1``. ``dataset.class_names`` is kept.
 
     Raises:
         FileNotFoundError: ``folder`` does not exist.
-        ValueError: ``folder`` does not hold exactly two class folders, or its images differ
-            in size.
+        ValueError: ``folder`` holds fewer than two class folders, or its images differ in
+            size.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -323,11 +326,11 @@ def from_class_folders(
             'writer="png", layout="class_folders") and pass one split\'s folder (e.g. .../train).'
         )
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    if len(classes) != 2:
+    if len(classes) < 2:
         raise ValueError(
             f"{root} holds {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); a "
-            "binary classifier needs exactly two (e.g. negative/ and positive/). Check that "
-            "the split has patches of both classes."
+            "classifier needs at least two (e.g. negative/ and positive/, or one folder per "
+            "land-cover class). Check that the split has patches of every class."
         )
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     files = [p for p in sorted(root.rglob("*")) if p.suffix.lower() in (".png", ".jpg", ".jpeg")]
@@ -351,7 +354,7 @@ def from_class_folders(
                     )
     dataset = keras.utils.image_dataset_from_directory(
         root,
-        label_mode="binary",
+        label_mode="binary" if len(classes) == 2 else "int",
         class_names=classes,
         color_mode=color_mode,
         image_size=size,
@@ -369,6 +372,34 @@ def from_class_folders(
     return dataset
 
 
+def _class_count(labels: np.ndarray, num_classes: int | None, what: str) -> int:
+    """K for integer ``labels``: ``num_classes`` if given, else 2 for 0/1 labels, else max + 1."""
+    values = np.unique(labels)
+    if values.size and not np.all(np.mod(values, 1) == 0):
+        raise ValueError(
+            f"{what} must be integer class codes 0 .. K-1, found {values[:5].tolist()}."
+        )
+    if num_classes is None:
+        num_classes = max(2, int(values.max()) + 1) if values.size else 2
+    if isinstance(num_classes, bool) or int(num_classes) < 2:
+        raise ValueError(f"num_classes={num_classes!r} must be >= 2 (2 is the binary case).")
+    bad = sorted(set(values.tolist()) - set(range(int(num_classes))))
+    if bad:
+        hint = " Drop ignored patches (label -1) first, e.g. with load_shards." if -1 in bad else ""
+        raise ValueError(
+            f"{what} hold values {bad}; with {int(num_classes)} classes the labels must be 0 .. "
+            f"{int(num_classes) - 1}.{hint}"
+        )
+    return int(num_classes)
+
+
+def _targets(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Binary: float32 ``(N, 1)`` for a sigmoid unit; K > 2: int32 ``(N,)`` for softmax."""
+    if num_classes == 2:
+        return labels.astype(np.float32)[:, np.newaxis]
+    return labels.astype(np.int32)
+
+
 def from_arrays(
     images: np.ndarray,
     labels: np.ndarray,
@@ -380,6 +411,7 @@ def from_arrays(
     shuffle: bool = True,
     seed: int = 0,
     deterministic: bool = True,
+    num_classes: int | None = None,
 ) -> tf.data.Dataset:
     """A ``tf.data`` pipeline over images already in memory (e.g. scaled for a model).
 
@@ -389,27 +421,34 @@ def from_arrays(
     the rare class is seen far more often than its share, and every negative is still used over
     the epochs -- an alternative to :func:`class_weights`. The result is infinite: pass
     ``steps_per_epoch`` to ``fit``. Keep ``positive_fraction`` below 0.5 when hard negatives
-    (look-alikes of the positive class) are rare too: they need to be seen often enough.
+    (look-alikes of the positive class) are rare too: they need to be seen often enough. With
+    K > 2 classes, ``balanced=True`` draws every class equally often (``positive_fraction`` is
+    not used).
 
     Args:
         images: ``(N, rows, cols, bands)`` channels-last, as the model takes them.
-        labels: ``(N,)`` 0/1 labels.
+        labels: ``(N,)`` class codes: 0/1, or 0 .. K-1 for K classes.
         batch_size: Images per batch.
         augment: A layer applied to each batch in training mode (see :func:`augmentation`).
         balanced: Draw the classes in fixed proportions (infinite dataset) instead of one pass
             per epoch.
-        positive_fraction: With ``balanced``, the expected share of positives per batch.
+        positive_fraction: With ``balanced`` and two classes, the expected share of positives
+            per batch.
         shuffle: Shuffle (reshuffled every epoch); ignored when ``balanced``, which always
             shuffles.
         seed: Seed of the shuffles and of the class sampling.
         deterministic: See :func:`from_shards`.
+        num_classes: K; None means 2 for 0/1 labels, else the largest label + 1. Pass it for a
+            split that may lack the last classes.
 
     Returns:
-        A dataset of ``(images float32, labels float32 (batch, 1))``.
+        A dataset of ``(images float32, labels)``: with two classes labels are float32
+        ``(batch, 1)`` (a sigmoid unit and binary cross-entropy); with K > 2 they are int32
+        ``(batch,)`` (softmax and sparse categorical cross-entropy).
 
     Raises:
-        ValueError: If the arrays are empty or do not match, labels are not 0/1, or
-            ``balanced`` is asked for with one class only.
+        ValueError: If the arrays are empty or do not match, labels are not in 0 .. K-1, or
+            ``balanced`` is asked for while a class has no tile.
 
     Example:
         >>> x = np.zeros((4, 32, 32, 3), "float32"); y = np.array([0, 1, 0, 0])
@@ -426,26 +465,31 @@ def from_arrays(
         )
     if labels.shape != (len(images),):
         raise ValueError(f"labels has shape {labels.shape}; expected ({len(images)},).")
-    if not np.isin(labels, (0, 1)).all():
-        raise ValueError(f"labels must be 0 or 1, found {sorted(set(labels.tolist()))}.")
+    k = _class_count(labels, num_classes, "labels")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     if not 0.0 < positive_fraction < 1.0:
         raise ValueError(f"positive_fraction={positive_fraction} must be in (0, 1).")
-    targets = labels.astype(np.float32)[:, np.newaxis]
+    targets = _targets(labels, k)
     if balanced:
-        counts = {c: int((labels == c).sum()) for c in (0, 1)}
-        if min(counts.values()) == 0:
+        counts = {c: int((labels == c).sum()) for c in range(k)}
+        empty = [c for c, n in counts.items() if n == 0]
+        if empty:
             raise ValueError(
-                f"balanced=True needs both classes, got {counts[1]} positive and {counts[0]} "
-                "negative patches; check the labels, or use balanced=False."
+                f"balanced=True needs tiles of {'both classes' if k == 2 else 'every class'}; "
+                f"class(es) {empty} have none "
+                f"(counts per class: {counts}). Check the labels, or use balanced=False."
             )
+        order = (1, 0) if k == 2 else tuple(range(k))
         parts = []
-        for offset, value in enumerate((1, 0)):
+        for offset, value in enumerate(order):
             pick = labels == value
             part = tf.data.Dataset.from_tensor_slices((images[pick], targets[pick])).cache()
             parts.append(part.shuffle(int(pick.sum()), seed=seed + offset).repeat())
-        weights = [float(positive_fraction), 1.0 - float(positive_fraction)]
+        if k == 2:
+            weights = [float(positive_fraction), 1.0 - float(positive_fraction)]
+        else:
+            weights = [1.0 / k] * k
         dataset = tf.data.Dataset.sample_from_datasets(parts, weights=weights, seed=seed)
     else:
         dataset = tf.data.Dataset.from_tensor_slices((images, targets)).cache()
@@ -589,38 +633,39 @@ def augmentation(
 # --------------------------------------------------------------------------------------------
 
 
-def class_weights(labels: Sequence[int] | np.ndarray) -> dict[int, float]:
-    """Balanced class weights for ``model.fit(class_weight=...)``: ``n / (2 * count)``.
+def class_weights(
+    labels: Sequence[int] | np.ndarray, *, num_classes: int | None = None
+) -> dict[int, float]:
+    """Balanced class weights for ``model.fit(class_weight=...)``: ``n / (K * count)``.
 
     Args:
-        labels: 0/1 labels of the training patches (e.g. from :func:`load_shards`).
+        labels: Class codes of the training patches: 0/1 (e.g. from :func:`load_shards`), or
+            0 .. K-1 for K classes.
+        num_classes: K; None means 2 for 0/1 labels, else the largest label + 1.
 
     Returns:
-        ``{0: w0, 1: w1}``; the rare class gets the larger weight, and the weighted counts are
-        equal (``w0 * n0 == w1 * n1 == n / 2``).
+        ``{0: w0, 1: w1, ...}``; rare classes get the larger weights, and the weighted counts
+        are equal (``w_k * n_k == n / K`` for every class).
 
     Raises:
-        ValueError: a class is absent, or a label other than 0/1 (ignore labels -1 first).
+        ValueError: a class is absent, or a label outside 0 .. K-1 (ignore labels -1 first).
 
     Example:
         >>> class_weights([0, 0, 0, 1])
         {0: 0.6666666666666666, 1: 2.0}
+        >>> class_weights([0, 1, 2, 2])
+        {0: 1.3333333333333333, 1: 1.3333333333333333, 2: 0.6666666666666666}
     """
     array = np.asarray(labels).ravel()
-    unknown = sorted(set(np.unique(array).tolist()) - {0, 1})
-    if unknown:
-        raise ValueError(
-            f"labels hold values {unknown}; class_weights expects 0/1 labels. Drop ignored "
-            "patches (label -1) first, e.g. with load_shards."
-        )
-    counts = {k: int((array == k).sum()) for k in (0, 1)}
-    missing = [k for k, c in counts.items() if c == 0]
+    k = _class_count(array, num_classes, "labels")
+    counts = {c: int((array == c).sum()) for c in range(k)}
+    missing = [c for c, n in counts.items() if n == 0]
     if missing:
         raise ValueError(
-            f"class {missing[0]} is absent from the {len(array)} labels; a binary classifier "
-            "needs examples of both classes. Label some or change the split."
+            f"class {missing[0]} is absent from the {len(array)} labels; a classifier "
+            f"needs examples of all {k} classes. Label some or change the split."
         )
-    return {k: len(array) / (2 * c) for k, c in counts.items()}
+    return {c: len(array) / (k * n) for c, n in counts.items()}
 
 
 # --------------------------------------------------------------------------------------------

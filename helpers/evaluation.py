@@ -163,10 +163,17 @@ def statistics_baseline(images: np.ndarray, labels: np.ndarray) -> Pipeline:
     """Fit the baseline every tile classifier must beat: logistic regression on tile statistics.
 
     Standardised :func:`tile_statistics` features, ``LogisticRegression`` with balanced class
-    weights (rare positives count as much as the common class). Deterministic.
+    weights (rare classes count as much as common ones). Deterministic. Works for two classes
+    (0/1) and for K classes (codes 0 .. K-1: a multinomial logistic regression).
+
+    Args:
+        images: ``(N, rows, cols, bands)`` training tiles.
+        labels: ``(N,)`` class codes.
 
     Returns:
-        A fitted scikit-learn pipeline; ``predict_proba(tile_statistics(x))[:, 1]`` scores tiles.
+        A fitted scikit-learn pipeline; ``predict_proba(tile_statistics(x))`` gives ``(N, K)``
+        class probabilities (``[:, 1]`` scores the positive class of a binary task), and
+        ``predict`` the most probable class.
 
     Raises:
         ValueError: If the labels hold one class only.
@@ -174,8 +181,8 @@ def statistics_baseline(images: np.ndarray, labels: np.ndarray) -> Pipeline:
     labels = np.asarray(labels)
     if len(np.unique(labels)) < 2:
         raise ValueError(
-            "statistics_baseline needs tiles of both classes; the labels hold only "
-            f"{sorted(set(labels.tolist()))}."
+            "statistics_baseline needs tiles of at least two classes (both classes of a binary "
+            f"task); the labels hold only {sorted(set(labels.tolist()))}."
         )
     model = make_pipeline(
         StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000)

@@ -56,6 +56,7 @@ __all__ = [
     "read_vectors",
     "tile_label_fractions",
     "tile_labels",
+    "tile_majority_labels",
 ]
 
 logger = logging.getLogger(__name__)
@@ -432,6 +433,75 @@ def tile_label_fractions(
     covered = shapely.area(shapely.intersection(boxes[box_index], parts[part_index]))
     fractions = np.bincount(box_index, weights=covered, minlength=len(boxes)) / areas
     return np.clip(fractions, 0.0, 1.0)
+
+
+def tile_majority_labels(
+    windows: Sequence[Window],
+    transform: Affine,
+    gdf: gpd.GeoDataFrame,
+    class_property: str,
+    class_values: Mapping[Any, int],
+    *,
+    min_fraction: float = 0.5,
+    background: int | None = None,
+) -> np.ndarray:
+    """Label each window with the class that covers most of it (K-class tile labels).
+
+    For each class, :func:`tile_label_fractions` of its polygons; the class with the largest
+    fraction wins when it covers at least ``min_fraction`` of the window, else the window gets
+    :data:`IGNORE_LABEL` (mixed or unlabelled tiles are left out rather than guessed).
+
+    Args:
+        windows: Tile windows over the raster whose grid is ``transform``.
+        transform: The raster's affine transform.
+        gdf: Polygons in the raster's CRS with a class column (see :func:`read_vectors`).
+        class_property: The column holding each polygon's class.
+        class_values: ``{value of class_property: class code 0 .. K-1}``; polygons of other
+            values are not used.
+        min_fraction: Share of the window the winning class must cover, in ``(0, 1]``.
+        background: Class code of the area no polygon covers (e.g. 0 for "other"), or None
+            when uncovered area belongs to no class.
+
+    Returns:
+        An int16 array aligned with ``windows``: class codes or :data:`IGNORE_LABEL`.
+
+    Raises:
+        VectorError: ``class_property`` is not a column of ``gdf``.
+        ValueError: ``min_fraction`` outside ``(0, 1]``, or no class value given.
+
+    Example:
+        >>> from rasterio.windows import Window
+        >>> from shapely import box
+        >>> polygons = gpd.GeoDataFrame({"lc": ["crop", "forest"]},
+        ...                             geometry=[box(0, 0, 3, 4), box(4, 0, 8, 4)])
+        >>> grid = [Window(0, 0, 4, 4), Window(4, 0, 4, 4), Window(8, 0, 4, 4)]
+        >>> tile_majority_labels(grid, Affine.identity(), polygons, "lc", {"crop": 0, "forest": 1})
+        array([ 0,  1, -1], dtype=int16)
+    """
+    if class_property not in gdf.columns:
+        columns = [c for c in gdf.columns if c != gdf.geometry.name]
+        raise VectorError(
+            f"class_property {class_property!r} is not a column of the labels. Available "
+            f"columns: {', '.join(map(repr, columns)) or '(none)'}."
+        )
+    if not 0.0 < min_fraction <= 1.0:
+        raise ValueError(f"min_fraction={min_fraction} must be in (0, 1], e.g. 0.5.")
+    if not class_values:
+        raise ValueError("class_values is empty; map each class value to a code, e.g. {'crop': 0}.")
+    codes = sorted(set(int(c) for c in class_values.values()) | ({background} - {None}))
+    fractions = np.zeros((len(codes), len(windows)))
+    for row, code in enumerate(codes):
+        values = [v for v, c in class_values.items() if int(c) == code]
+        picked = gdf.geometry[gdf[class_property].isin(values)]
+        fractions[row] = tile_label_fractions(windows, transform, picked)
+    if background is not None:
+        others = fractions.sum(axis=0) - fractions[codes.index(background)]
+        fractions[codes.index(background)] = np.clip(1.0 - others, 0.0, 1.0)  # its own + bare
+    best = fractions.argmax(axis=0) if len(windows) else np.zeros(0, dtype=int)
+    labels = np.asarray(codes, dtype=np.int16)[best]
+    covered = fractions.max(axis=0, initial=0.0) if len(windows) else np.zeros(0)
+    labels[covered < min_fraction - _FRACTION_TOLERANCE] = IGNORE_LABEL
+    return labels
 
 
 def _warn_if_labels_miss(

@@ -591,14 +591,14 @@ def _validate_card(
             f"order, got {bands!r}."
         )
     threshold = card.get("decision_threshold", 0.5)
-    if (
+    if threshold is not None and (  # None: a softmax model, the most probable class wins
         isinstance(threshold, bool)
         or not isinstance(threshold, int | float)
         or not 0.0 <= threshold <= 1.0
     ):
         raise ValueError(
-            f"Model card {where}: 'decision_threshold' must be a number in [0, 1], got "
-            f"{threshold!r}."
+            f"Model card {where}: 'decision_threshold' must be a number in [0, 1] (or null "
+            f"for a K-class softmax model), got {threshold!r}."
         )
     _check_scaling(card["scaling"], bands, where)
 

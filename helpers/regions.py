@@ -40,6 +40,7 @@ from rasterio.windows import Window
 from helpers import labels as _labels
 from helpers import raster as _raster
 from helpers import region_yaml as _region_yaml
+from helpers import tile_sources as _tile_sources
 
 __all__ = [
     "DEFAULT_TILING",
@@ -87,6 +88,7 @@ _SCHEMA: dict[str, Any] = {
     "tiling": dict.fromkeys(DEFAULT_TILING),
     "training": dict.fromkeys(_TRAINING),
     "outputs": dict.fromkeys(("root", *_OUTPUT_KINDS)),
+    "tiles": None,  # class-folder tiles: checked by helpers.tile_sources
 }
 _SENTINEL2_KEYS = ("dates", "max_cloud", "bands", "resolution", "url")
 
@@ -150,6 +152,8 @@ class Region:
         description: The config's free-text description.
         sample_root: The folder of the generated sample region (sample configs only); open it
             with ``helpers.sample_data.load_sample_region`` for what only the sample has.
+        tiles: The class-folder tile dataset of a ``tiles`` config
+            (:class:`helpers.tile_sources.TileSource`; such a region has no scene), else None.
     """
 
     name: str
@@ -175,6 +179,7 @@ class Region:
     sentinel2: dict[str, Any] | None = None
     description: str = ""
     sample_root: Path | None = None
+    tiles: Any = None
 
     # ------------------------------------------------------------------ bands
 
@@ -219,7 +224,9 @@ class Region:
 
     @property
     def class_names(self) -> dict[int, str]:
-        """Binary class names: 0 is everything else, 1 the target class."""
+        """Class names by label: binary (0 everything else, 1 the target), or the tiles' classes."""
+        if self.tiles is not None:
+            return self.tiles.class_names
         return {0: "other", 1: self.target}
 
     def read_labels(self, date: str, crs: CRS | str | None = None):
@@ -313,6 +320,8 @@ class Region:
 
     def summary(self) -> str:
         """A few lines describing the region, for the top of a notebook."""
+        if self.tiles is not None:
+            return self.tiles.summary(self.name, self.config, self.outputs.root)
         info = _raster.describe(self.scenes[self.dates[0]])
         lines = [
             f"region {self.name!r} ({self.config}): {len(self.dates)} date(s) "
@@ -653,6 +662,8 @@ def load_region(path: PathLike, *, check_files: bool = True, fetch: bool = False
     }
     outputs = Outputs(root=root, **folders)
 
+    if "tiles" in data:  # class-folder tiles, no scene: helpers/tile_sources.py
+        return _tile_sources.tile_region(data, config, base, name, outputs, check_files)
     if ("sample" in data) == ("imagery" in data):
         raise _fail(
             config,

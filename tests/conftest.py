@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -340,3 +341,65 @@ def make_foreign_region(folder: Path) -> Path:
 def foreign_region(tmp_path_factory) -> Path:
     """The config path of :func:`make_foreign_region`, built once per test session."""
     return make_foreign_region(tmp_path_factory.mktemp("foreign"))
+
+
+#: Class names of the synthetic class-folder tile dataset (EuroSAT's ten land-cover classes).
+TILE_CLASSES = (
+    "AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial",
+    "Pasture", "PermanentCrop", "Residential", "River", "SeaLake",
+)  # fmt: skip
+
+
+def write_class_folder_tiles(
+    folder: Path,
+    *,
+    classes: Sequence[str] = TILE_CLASSES,
+    per_class: int = 12,
+    size: int = 32,
+    suffix: str = ".jpg",
+    bands: int = 3,
+    seed: int = 0,
+) -> Path:
+    """A class-folder tile dataset: ``folder/<class>/<i><suffix>``, learnable by colour and texture.
+
+    Class ``k`` has its own base colour (a hue around the colour wheel) and stripes of period
+    ``2 + k % 4`` px, plus seeded noise. JPEG and PNG are 8-bit RGB (``bands`` is 3);
+    ``.tif`` writes uint16 GeoTIFFs with ``bands`` bands and no CRS.
+    """
+    rng = np.random.default_rng(seed)
+    rows = np.arange(size)[:, None] + np.zeros((1, size))
+    for k, name in enumerate(classes):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        hue = 2 * np.pi * k / len(classes)
+        base = 127 + 90 * np.cos(hue + np.array([0.0, 2.1, 4.2]))
+        stripes = 30 * np.sign(np.sin(2 * np.pi * rows / (2 + k % 4)))
+        for i in range(per_class):
+            noise = rng.normal(0, 8, size=(size, size, 3))
+            tile = np.clip(base + stripes[..., None] + noise, 0, 255)
+            path = folder / name / f"{name.lower()}_{i:03d}{suffix}"
+            if suffix == ".tif":
+                data = np.concatenate([tile] * (bands // 3 + 1), axis=-1)[..., :bands]
+                profile = {"driver": "GTiff", "width": size, "height": size, "count": bands,
+                           "dtype": "uint16"}  # fmt: skip
+                with warnings.catch_warnings():  # tiles without georeferencing, on purpose
+                    warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+                    with rasterio.open(path, "w", **profile) as dst:
+                        dst.write(np.moveaxis((data * 40).astype("uint16"), -1, 0))
+            else:
+                from PIL import Image
+
+                Image.fromarray(tile.astype("uint8")).save(path)
+    return folder
+
+
+def write_tiles_config(path: Path, tiles_folder: Path, outputs: Path, **tiles: Any) -> Path:
+    """A region config with a ``tiles`` section over ``tiles_folder``, outputs under ``outputs``."""
+    import yaml
+
+    config = {
+        "name": path.stem,
+        "tiles": {"folder": str(tiles_folder), **tiles},
+        "outputs": {"root": str(outputs)},
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path

@@ -265,6 +265,17 @@ def test_class_weights_errors():
         datasets.class_weights([0, 1, -1])
 
 
+def test_class_weights_k_classes():
+    labels_ = np.array([0] * 6 + [1] * 3 + [2] * 1)
+    weights = datasets.class_weights(labels_)
+    assert weights == pytest.approx({0: 10 / 18, 1: 10 / 9, 2: 10 / 3})
+    assert {round(weights[c] * n, 9) for c, n in ((0, 6), (1, 3), (2, 1))} == {round(10 / 3, 9)}
+    with pytest.raises(ValueError, match="class 3 is absent.*all 4 classes"):
+        datasets.class_weights(labels_, num_classes=4)
+    with pytest.raises(ValueError, match=r"values \[5\]"):
+        datasets.class_weights([0, 1, 5], num_classes=3)
+
+
 # --------------------------------------------------------------------------------------------
 # from_class_folders
 # --------------------------------------------------------------------------------------------
@@ -295,7 +306,7 @@ def test_from_class_folders_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing"):
         datasets.from_class_folders(tmp_path / "missing", image_size=16)
     (tmp_path / "train" / "negative").mkdir(parents=True)
-    with pytest.raises(ValueError, match=r"1 class folder\(s\) \(negative\).*exactly two"):
+    with pytest.raises(ValueError, match=r"1 class folder\(s\) \(negative\).*at least two"):
         datasets.from_class_folders(tmp_path / "train", image_size=16)
     from PIL import Image
 
@@ -304,6 +315,24 @@ def test_from_class_folders_errors(tmp_path):
     Image.new("RGB", (24, 24)).save(tmp_path / "train" / "positive" / "b.png")
     with pytest.raises(ValueError, match=r"mixes image sizes.*16 x 16.*24 x 24"):
         datasets.from_class_folders(tmp_path / "train", image_size=16)
+
+
+def test_from_class_folders_k_classes_gives_integer_labels(tmp_path):
+    from PIL import Image
+
+    names = ["Forest", "River", "Urban"]  # sorted: labels 0, 1, 2
+    for code, name in enumerate(names):
+        (tmp_path / "train" / name).mkdir(parents=True)
+        for i in range(code + 2):
+            Image.new("RGB", (16, 16), (80 * code, 10, 10)).save(
+                tmp_path / "train" / name / f"{i}.jpg"
+            )
+    dataset = datasets.from_class_folders(
+        tmp_path / "train", image_size=16, batch_size=4, shuffle=False
+    )
+    assert dataset.class_names == names
+    labels_out = np.concatenate([y.numpy() for _, y in dataset])
+    assert labels_out.shape == (9,) and labels_out.tolist() == [0] * 2 + [1] * 3 + [2] * 4
 
 
 # --------------------------------------------------------------------------------------------
@@ -540,8 +569,26 @@ def test_from_arrays_balanced_batches_and_bad_input():
         datasets.from_arrays(images, np.zeros(20, int), balanced=True)
     with pytest.raises(ValueError, match="empty"):
         datasets.from_arrays(images[:0], labels_[:0])
-    with pytest.raises(ValueError, match="0 or 1"):
-        datasets.from_arrays(images, np.full(20, 2))
+    with pytest.raises(ValueError, match=r"values \[2\].*2 classes.*0 \.\. 1"):
+        datasets.from_arrays(images, np.full(20, 2), num_classes=2)
+    with pytest.raises(ValueError, match="integer class codes"):
+        datasets.from_arrays(images, np.full(20, 0.5))
+
+
+def test_from_arrays_k_classes_gives_integer_targets_and_equal_shares():
+    rng = np.random.default_rng(0)
+    images = rng.random((30, 8, 8, 3), dtype=np.float32)
+    labels_ = np.array([0] * 20 + [1] * 5 + [2] * 3 + [3] * 2)
+    plain = datasets.from_arrays(images, labels_, batch_size=30, shuffle=False)
+    _, target = next(iter(plain))
+    assert target.shape == (30,) and target.dtype.name == "int32"  # sparse categorical targets
+    np.testing.assert_array_equal(target.numpy(), labels_)
+    balanced = datasets.from_arrays(images, labels_, batch_size=40, balanced=True, seed=2)
+    drawn = np.concatenate([y.numpy() for _, y in balanced.take(10)])
+    shares = np.bincount(drawn, minlength=4) / len(drawn)
+    assert np.all(np.abs(shares - 0.25) < 0.06)  # every class equally often, though 20:5:3:2
+    with pytest.raises(ValueError, match=r"class\(es\) \[4\] have none"):
+        datasets.from_arrays(images, labels_, balanced=True, num_classes=5)
 
 
 def test_augmentation_value_range_keeps_caffe_scaled_values():

@@ -81,6 +81,19 @@ def test_statistics_baseline_separates_bright_tiles_and_refuses_one_class():
         evaluation.tile_statistics(images[0])
 
 
+def test_statistics_baseline_k_classes():
+    rng = np.random.default_rng(1)
+    labels = np.arange(60) % 4
+    images = rng.normal(0.1, 0.01, size=(60, 8, 8, 3)).astype("float32")
+    images[..., 0] += 0.05 * (labels[:, None, None] % 2)  # class bit 0 -> red brighter
+    images[..., 2] += 0.05 * (labels[:, None, None] // 2)  # class bit 1 -> blue brighter
+    baseline = evaluation.statistics_baseline(images, labels)
+    probabilities = baseline.predict_proba(evaluation.tile_statistics(images))
+    assert probabilities.shape == (60, 4)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
+    assert (probabilities.argmax(axis=1) == labels).mean() > 0.95
+
+
 def test_choose_threshold_takes_the_middle_of_a_perfect_gap():
     y = [0, 0, 0, 1, 1]
     threshold, best = evaluation.choose_threshold(y, [0.1, 0.2, 0.3, 0.8, 0.9])

@@ -265,6 +265,36 @@ def test_tile_labels_rejects_bad_thresholds(positive, negative):
         )
 
 
+def test_tile_majority_labels_k_classes():
+    transform = Affine(1.0, 0, X0, 0, -1.0, Y0)
+    polygons = gpd.GeoDataFrame(
+        {"landcover": ["crop", "forest", "water", "crop", "road"]},
+        geometry=[utm_box(0, 0, 10, 10), utm_box(10, 0, 20, 7), utm_box(13, 7, 20, 10),
+                  utm_box(20, 0, 24, 10), utm_box(30, 0, 40, 10)],
+        crs=UTM_CRS,
+    )  # fmt: skip
+    windows = [Window(c, 0, 10, 10) for c in (0, 10, 20, 30, 40)]
+    codes = {"crop": 0, "forest": 1, "water": 2}  # roads are not a class here
+    got = labels.tile_majority_labels(windows, transform, polygons, "landcover", codes)
+    # crop 100 %; forest 70 % beats water 21 %; crop 40 % < min_fraction; road unused; nothing
+    assert got.tolist() == [0, 1, IGNORE_LABEL, IGNORE_LABEL, IGNORE_LABEL]
+    loose = labels.tile_majority_labels(
+        windows, transform, polygons, "landcover", codes, min_fraction=0.3
+    )
+    assert loose.tolist()[:3] == [0, 1, 0]
+    other = labels.tile_majority_labels(
+        windows, transform, polygons, "landcover", {"forest": 1, "water": 2}, background=0
+    )
+    # the uncovered area and unused classes count as background 0: crop, road and empty tiles
+    assert other.tolist() == [0, 1, 0, 0, 0]
+    with pytest.raises(VectorError, match="'kind' is not a column.*'landcover'"):
+        labels.tile_majority_labels(windows, transform, polygons, "kind", codes)
+    with pytest.raises(ValueError, match="min_fraction=0"):
+        labels.tile_majority_labels(
+            windows, transform, polygons, "landcover", codes, min_fraction=0
+        )
+
+
 # --------------------------------------------------------------------------------------------
 # rasterize_mask / class_counts
 # --------------------------------------------------------------------------------------------

@@ -274,3 +274,96 @@ def test_patching_takes_data_as_users_have_it(variant, tmp_path):
     assert shard["images"].shape[1:] == (len(spec["source_bands"]), 64, 64)
     assert shard["images"].dtype == spec["dtype"]
     assert sorted(region.figures_dir("02_patching").glob("*.png"))
+
+
+@pytest.mark.notebook
+def test_tile_notebooks_run_on_a_ten_class_folder_dataset(tmp_path):
+    """Notebooks 03 and 04, unchanged, on a region of class-folder JPEG tiles with ten classes:
+    a softmax head, macro-F1, the K x K confusion matrix and the per-class errors; no scene, so
+    no threshold lesson and no map, and no word of the sample's settlements in the outputs."""
+    import json
+
+    from conftest import TILE_CLASSES, write_class_folder_tiles, write_tiles_config
+
+    from helpers import models
+
+    tiles = write_class_folder_tiles(tmp_path / "eurosat_like", per_class=12, size=32)
+    config = write_tiles_config(tmp_path / "landcover.yaml", tiles, tmp_path / "outputs")
+    region = load_region(config)
+    out = tmp_path / "out"
+    for stem, knobs in (
+        ("03_tile_classification", _TILE_TRAINING),
+        ("04_tile_evaluation_and_mapping", {}),
+    ):
+        notebook = ROOT / "notebooks" / f"{stem}.ipynb"
+        run_notebooks.run_notebook(
+            notebook, out, {"REGION": str(config)} | knobs, html=False, timeout=900
+        )
+
+    classifier, card = models.load_with_card(region.outputs.models / "tile_classifier.keras")
+    assert classifier.output_shape == (None, 10)
+    assert classifier.get_layer("predictions").get_config()["activation"] == "softmax"
+    assert card["classes"] == dict(enumerate(sorted(TILE_CLASSES)))
+    assert card["decision_threshold"] is None and card["multiclass"] is True
+    assert card["baseline_validation_f1"] > 0.8  # the classes differ by colour: learnable
+    figures = {p.name for p in region.figures_dir("04_tile_evaluation_and_mapping").glob("*.png")}
+    assert {"confusion_matrix.png", "errors.png"} <= figures and "settlement_map.png" not in figures
+    for stem in ("03_tile_classification", "04_tile_evaluation_and_mapping"):
+        executed = json.loads((out / "notebooks" / f"{stem}.ipynb").read_text())
+        outputs = json.dumps([c.get("outputs", []) for c in executed["cells"]])
+        assert "macro-F1" in outputs and "settlement" not in outputs.lower()
+    assert "nothing to map" in outputs and "no threshold to choose" in outputs
+
+
+@pytest.mark.notebook
+def test_tile_notebooks_run_on_two_classes_of_geotiff_tiles(tmp_path):
+    """Two class folders of 4-band uint16 GeoTIFF tiles without georeferencing: the binary story
+    (one sigmoid unit, a threshold chosen on validation, a percentile stretch in the card), and
+    no scene to map."""
+    import json
+
+    from conftest import write_class_folder_tiles, write_tiles_config
+
+    from helpers import models
+
+    tiles = write_class_folder_tiles(
+        tmp_path / "ms", classes=["cropland", "water"], per_class=16, suffix=".tif", bands=4
+    )
+    bands = ["blue", "green", "red", "nir"]
+    config = write_tiles_config(tmp_path / "water.yaml", tiles, tmp_path / "outputs", bands=bands)
+    region = load_region(config)
+    out = tmp_path / "out"
+    for stem, knobs in (
+        ("03_tile_classification", _TILE_TRAINING),
+        ("04_tile_evaluation_and_mapping", {}),
+    ):
+        notebook = ROOT / "notebooks" / f"{stem}.ipynb"
+        run_notebooks.run_notebook(
+            notebook, out, {"REGION": str(config)} | knobs, html=False, timeout=900
+        )
+
+    classifier, card = models.load_with_card(region.outputs.models / "tile_classifier.keras")
+    assert classifier.output_shape == (None, 1) and card["bands"] == bands
+    assert card["classes"] == {0: "cropland", 1: "water"} and card["multiclass"] is False
+    assert 0.0 <= card["decision_threshold"] <= 1.0
+    assert card["scaling"]["method"] == "uint8_stretch" and card["scaling"]["limits"][0] != [0, 255]
+    figures = {p.name for p in region.figures_dir("04_tile_evaluation_and_mapping").glob("*.png")}
+    assert {"test_scores.png", "errors.png"} <= figures and "settlement_map.png" not in figures
+    executed = json.loads((out / "notebooks" / "04_tile_evaluation_and_mapping.ipynb").read_text())
+    outputs = json.dumps([c.get("outputs", []) for c in executed["cells"]])
+    assert "threshold used for mapping" in outputs and "nothing to map" in outputs
+    assert "settlement" not in outputs.lower()
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("stem", ["02_patching", "05_unet_segmentation"])
+def test_scene_notebooks_stop_on_a_tile_region_saying_it_has_no_scene(stem, tmp_path):
+    """A region of class-folder tiles has no scene: the scene notebooks stop at their first use
+    of one, with an error that names the config and the notebooks that do run on it."""
+    from conftest import write_class_folder_tiles, write_tiles_config
+
+    tiles = write_class_folder_tiles(tmp_path / "tiles", classes=["a", "b"], per_class=2)
+    config = write_tiles_config(tmp_path / "tiles.yaml", tiles, tmp_path / "outputs")
+    notebook = ROOT / "notebooks" / f"{stem}.ipynb"
+    with pytest.raises(run_notebooks.NotebookFailed, match="LookupError.*no scene.*03 and 04"):
+        run_notebooks.run_notebook(notebook, tmp_path / "out", {"REGION": str(config)}, html=False)
