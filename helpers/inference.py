@@ -271,11 +271,13 @@ def _names_failed_writes(func: Callable[..., Any]) -> Callable[..., Any]:
             if not str(exc).startswith("Write failed"):
                 raise
             raise raster._write_failed(out_path, exc) from exc
-        for path in output_paths(out_path, bound.arguments.get("output", "probabilities")):
+        paths = output_paths(out_path, bound.arguments.get("output", "probabilities"))
+        for path in paths:
             try:
                 raster._read_back(path)
-            except rasterio.errors.RasterioError as exc:
-                path.unlink(missing_ok=True)
+            except raster.RASTERIO_ERRORS as exc:
+                for written in paths:  # a pair goes as a pair
+                    written.unlink(missing_ok=True)
                 raise raster._write_failed(path, exc) from exc
         return result
 
@@ -305,7 +307,7 @@ def _is_half_pair(paths: Sequence[Path]) -> bool:
     try:
         with rasterio.open(paths[0]) as ds:
             return ds.tags().get(PAIR_TAG) == "probabilities"
-    except rasterio.errors.RasterioError:
+    except raster.RASTERIO_ERRORS:
         return False
 
 

@@ -44,6 +44,9 @@ from rasterio.windows import Window
 
 from helpers.files import atomic_path
 
+#: What rasterio raises when GDAL fails; the two classes are unrelated before rasterio 1.4.
+RASTERIO_ERRORS = (RasterioError, RasterioIOError)
+
 __all__ = [
     "SPECTRAL_INDICES",
     "MissingCRSError",
@@ -183,7 +186,7 @@ def open_raster(path: PathLike, *, require_crs: bool = False) -> DatasetReader:
         raise RasterError(f"{name} is a folder, not a raster file: pass the path of a .tif file.")
     try:
         dataset = rasterio.open(name)
-    except (RasterioError, RasterioIOError) as exc:  # unrelated classes before rasterio 1.4
+    except RASTERIO_ERRORS as exc:
         raise RasterError(
             f"GDAL cannot read {name} as a raster ({exc}). Pass a GeoTIFF or another raster "
             "format; vector files such as .geojson or .gpkg hold geometries, not pixels, and "
@@ -515,7 +518,7 @@ def read(
         window = _as_window(window, ds)
         try:
             return ds.read(indexes, window=window, masked=masked)
-        except RasterioError as exc:
+        except RASTERIO_ERRORS as exc:
             raise _read_failed(path, window, exc) from exc
 
 
@@ -575,7 +578,7 @@ def read_decimated(
                 resampling=resampling,
                 masked=masked,
             )
-        except RasterioError as exc:
+        except RASTERIO_ERRORS as exc:
             raise _read_failed(path, None, exc) from exc
         # Same origin, pixels sx by sy times larger (written out: the Affine operators differ
         # between affine 2 and 3).
@@ -1046,7 +1049,7 @@ def write_like(
                 if colormap is not None:
                     dst.write_colormap(1, colormap)
             _read_back(tmp)
-    except RasterioIOError as exc:  # GDAL reports ENOSPC only on stderr: "Write failed"
+    except RASTERIO_ERRORS as exc:  # GDAL reports ENOSPC only on stderr: "Write failed"
         raise _write_failed(path, exc) from exc
     return path
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import geopandas as gpd
 import pytest
 import rasterio
 import yaml
@@ -274,7 +275,8 @@ def test_a_scene_without_georeferencing_is_refused(foreign_region, tmp_path, cha
 def test_labels_without_crs_name_the_key(foreign_region, tmp_path):
     camps = labels.read_vectors(foreign_region.parent / "labels" / "landuse.shp")
     bare = tmp_path / "bare.shp"
-    camps.set_crs(None, allow_override=True).to_file(bare)
+    # Geometries without a CRS (set_crs(None) needs geopandas 1.0).
+    gpd.GeoDataFrame(camps.drop(columns="geometry"), geometry=list(camps.geometry)).to_file(bare)
     path = _edit(foreign_region, tmp_path, lambda d: d["labels"].update(file=str(bare)))
     with pytest.raises(labels.VectorError, match=r"labels\.file: .*bare\.shp has no coordinate"):
         load_region(path)

@@ -582,6 +582,14 @@ def test_a_region_config_downloads_its_sentinel2_scene(api: Api, tmp_path: Path)
                 },
                 "aoi": [west, south, east, north],
                 "labels": {"file": "buildings.geojson", "target": "building"},
+                # The AOI's window is small: sizes that fit in it.
+                "tiling": {
+                    "patch_size": 16,
+                    "stride": 8,
+                    "tile_size": 16,
+                    "tile_stride": 8,
+                    "block_size": 32,
+                },
                 "outputs": {"root": "out"},
             }
         )
