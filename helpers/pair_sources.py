@@ -43,6 +43,7 @@ __all__ = [
     "PairSource",
     "PairSourceError",
     "check_pairs",
+    "mask_to_indices",
     "pair_patches",
     "parse_pairs",
     "read_image",
@@ -313,7 +314,8 @@ def split_by_image(
     return {s: out[s] for s in order}
 
 
-def _to_indices(mask: np.ndarray, source: PairSource) -> np.ndarray:
+def mask_to_indices(mask: np.ndarray, source: PairSource) -> np.ndarray:
+    """Mask codes as class indices 0 .. K-1 (uint8), 255 for ignored and unlisted codes."""
     out = np.full(mask.shape, IGNORE_VALUE, dtype=np.uint8)
     for index, code in enumerate(source.classes):
         out[mask == code] = index
@@ -337,7 +339,7 @@ def pair_patches(
     for image_path, mask_path in zip(source.images, source.masks, strict=True):
         image = read_image(image_path)
         count = image.shape[0]
-        mask = _to_indices(read_mask(mask_path), source)
+        mask = mask_to_indices(read_mask(mask_path), source)
         images, masks = parts[assignment[image_path.stem]]
         for w in tile_windows(image.shape[1], image.shape[2], patch_size, stride=stride):
             rows = slice(int(w.row_off), int(w.row_off + w.height))
