@@ -383,7 +383,7 @@ def make_label_raster_region(folder: Path, *, size: int = 256, seed: int = 5) ->
             "ignore": [0, 255],
             "target": "built-up",
         },
-        "tiling": dict(SMALL_TILING) | {"positive": 0.25},  # built-up covers at most ~37 % of a patch
+        "tiling": dict(SMALL_TILING) | {"positive": 0.25},  # built-up: at most 37 % of a patch
         "outputs": {"root": "outputs"},
     }
     path = folder / "region.yaml"
