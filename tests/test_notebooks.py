@@ -324,3 +324,16 @@ def test_label_raster_in_another_crs_runs_patching_and_unet_notebooks(tmp_path):
     assert card["classes"] == dict(enumerate(LABEL_RASTER_CLASSES.values()))
     assert model.output_shape[-1] == len(LABEL_RASTER_CLASSES)
     assert "landcover_4326.tif" in card["training_data"]
+
+
+@pytest.mark.notebook
+def test_scene_notebooks_name_what_a_pair_region_lacks(tmp_path):
+    """Notebooks 06 and 07 map georeferenced scenes: on image/mask pairs they stop at once with
+    a message that says why and how to predict such images, not a KeyError half-way."""
+    from conftest import make_pair_region
+
+    config = make_pair_region(tmp_path / "pairs", count=3, size=64)
+    notebook = ROOT / "notebooks" / "06_scene_prediction.ipynb"
+    with pytest.raises(run_notebooks.NotebookFailed, match="image/mask pairs") as failed:
+        run_notebooks.run_notebook(notebook, tmp_path / "out", {"REGION": str(config)}, html=False)
+    assert "inference.predict" in str(failed.value)
