@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -229,7 +230,7 @@ def check_label_raster(source: LabelRaster, scene: PathLike, config: PathLike = 
 
 def _codes_on_scene(source: LabelRaster, scene: PathLike) -> np.ndarray:
     """The raster's codes on the scene's grid (int32), :data:`_OUTSIDE` where it has none."""
-    crs, transform, shape, _ = _scene_grid(scene)
+    crs, transform, shape, bounds = _scene_grid(scene)
     with rasterio.open(source.path) as src:
         nodata = src.nodata
         if src.crs == crs and src.transform == transform and src.shape == shape:
@@ -238,10 +239,13 @@ def _codes_on_scene(source: LabelRaster, scene: PathLike) -> np.ndarray:
                 codes[src.read(1) == nodata] = _OUTSIDE
             return codes
         codes = np.full(shape, _OUTSIDE, dtype=np.int32)
+        window = _window_under(src, crs, bounds)  # a land-cover map may cover a continent
+        if window is None:
+            return codes
         rasterio.warp.reproject(
-            source=src.read(1).astype(np.int32),
+            source=src.read(1, window=window).astype(np.int32),
             destination=codes,
-            src_transform=src.transform,
+            src_transform=src.window_transform(window),
             src_crs=src.crs,
             src_nodata=_OUTSIDE if nodata is None else int(nodata),
             dst_transform=transform,
@@ -252,6 +256,20 @@ def _codes_on_scene(source: LabelRaster, scene: PathLike) -> np.ndarray:
     if nodata is not None:
         codes[codes == int(nodata)] = _OUTSIDE
     return codes
+
+
+def _window_under(src: Any, crs: Any, bounds: Any) -> Window | None:
+    """The window of ``src`` under the scene's ``bounds`` (in ``crs``), a pixel wider on each
+    side; None when they do not overlap."""
+    left, bottom, right, top = rasterio.warp.transform_bounds(crs, src.crs, *bounds)
+    window = src.window(left, bottom, right, top)
+    col0, row0 = math.floor(window.col_off) - 1, math.floor(window.row_off) - 1
+    col1 = math.ceil(window.col_off + window.width) + 1
+    row1 = math.ceil(window.row_off + window.height) + 1
+    col0, row0, col1, row1 = max(col0, 0), max(row0, 0), min(col1, src.width), min(row1, src.height)
+    if col1 <= col0 or row1 <= row0:
+        return None
+    return Window(col0, row0, col1 - col0, row1 - row0)
 
 
 def class_mask(source: LabelRaster, scene: PathLike) -> np.ndarray:
@@ -299,12 +317,19 @@ def tile_fractions_from_mask(
 
 
 def tile_labels_from_mask(
-    mask: np.ndarray, windows: Sequence[Window], *, positive: float = 0.5, negative: float = 0.05
+    mask: np.ndarray,
+    windows: Sequence[Window],
+    *,
+    positive: float = 0.5,
+    negative: float = 0.05,
+    max_ignored: float = 0.5,
 ) -> np.ndarray:
     """Per-window labels from a binary mask: 1 at least ``positive`` target, 0 at most
-    ``negative``, :data:`helpers.labels.IGNORE_LABEL` in between (the vector labels' rule)."""
+    ``negative``, :data:`helpers.labels.IGNORE_LABEL` in between (the vector labels' rule) and
+    where more than ``max_ignored`` of the window is ignored (255): unknown is not negative."""
     fractions = tile_fractions_from_mask(mask, windows)
+    ignored = tile_fractions_from_mask(mask, windows, value=IGNORE_VALUE)
     labels = np.full(len(windows), IGNORE_LABEL, dtype=np.int64)
     labels[fractions >= positive - 1e-9] = 1
-    labels[fractions <= negative + 1e-9] = 0
+    labels[(fractions <= negative + 1e-9) & (ignored <= max_ignored)] = 0
     return labels

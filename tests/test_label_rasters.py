@@ -91,6 +91,25 @@ def test_target_mask_and_tile_labels_use_the_vector_thresholds(scene, tmp_path):
     np.testing.assert_allclose(fractions, [1.0, 0.0, 0.5])
     labels = lr.tile_labels_from_mask(binary, windows, positive=0.6, negative=0.1)
     assert labels.tolist() == [1, 0, IGNORE_LABEL]
+    # a window mostly on ignored codes (the 255 square, row 0) is not a negative
+    unknown = [Window(8, 0, 8, 16)]
+    assert lr.tile_labels_from_mask(binary, unknown).tolist() == [IGNORE_LABEL]
+    assert lr.tile_labels_from_mask(binary, unknown, max_ignored=1.0).tolist() == [0]
+
+
+def test_a_map_much_larger_than_the_scene_is_read_under_the_scene_only(scene, tmp_path):
+    """The same codes inside a canvas 20 times wider: the same mask (only a window is read)."""
+    big = np.zeros((64 * 20, 64 * 20), dtype="uint8")
+    big[640 : 640 + 64, 640 : 640 + 64] = _codes()
+    origin = (UTM_ORIGIN[0] - 640, UTM_ORIGIN[1] + 640)
+    canvas = write_geotiff(
+        tmp_path / "big.tif", big, crs="EPSG:32633", transform=from_origin(*origin, 1.0, 1.0),
+        nodata=None, blocksize=None,
+    )  # fmt: skip
+    small = write_geotiff(tmp_path / "small.tif", _codes(), nodata=None)
+    np.testing.assert_array_equal(
+        lr.class_mask(_source(canvas), scene), lr.class_mask(_source(small), scene)
+    )
 
 
 def test_check_refuses_missing_file_no_crs_no_overlap_and_unknown_codes(scene, tmp_path):
