@@ -60,6 +60,7 @@ from tqdm.auto import tqdm
 from helpers import raster, tiling
 from helpers.files import atomic_path, partial_path, remove_stale_partials, replace_durably
 from helpers.models import _check_scaling, read_model_card, scale_inputs
+from helpers.plain_outputs import plain_images
 
 __all__ = [
     "BLEND_MODES",
@@ -729,6 +730,7 @@ def _check_dense_output(y: np.ndarray, x: np.ndarray) -> np.ndarray:
     return y
 
 
+@plain_images  # PNG and other plain images in; .png / .npy out (helpers.plain_outputs)
 @_names_failed_writes
 def predict(
     model: Model,
@@ -788,7 +790,8 @@ def predict(
             float32 channels-last batch ``(n, rows, cols, bands)`` to ``(n, rows, cols, k)``
             (``(n, rows, cols)`` counts as ``k = 1``).
         scene: The raster to predict.
-        out_path: The GeoTIFF to write (see :func:`output_paths` for ``output="both"``).
+        out_path: The GeoTIFF to write (see :func:`output_paths` for ``output="both"``); a
+            ``.png`` or ``.npy`` path writes that format (see :mod:`helpers.plain_outputs`).
         card: The model card (dict, or the model/card path for
             :func:`helpers.models.read_model_card`): its ``bands`` pick raster bands by name (by
             position, with a warning, when the raster has no band names and the count

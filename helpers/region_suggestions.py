@@ -57,6 +57,10 @@ def suggestion_lines(region: Any, *, min_positives: int = 10) -> list[str]:
         OSError, ValueError: The scene or labels cannot be read (the config check reads them
             first, so this is rare).
     """
+    if not region.dates or getattr(region, "label_raster", None) is not None:
+        why = "its labels are a label raster" if region.dates else "it has no scene"
+        return [f"suggestions: sizes are suggested from vector labels on a scene, and {why}; "
+                "none for this region."]  # fmt: skip
     date = region.dates[0]
     info = raster.describe(region.scenes[date])
     outlines = region.read_labels(date, crs=info.crs)

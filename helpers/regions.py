@@ -37,7 +37,9 @@ from pyproj import Transformer
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
+from helpers import label_rasters as _label_rasters
 from helpers import labels as _labels
+from helpers import pair_sources as _pair_sources
 from helpers import raster as _raster
 from helpers import region_yaml as _region_yaml
 from helpers import tile_sources as _tile_sources
@@ -84,7 +86,9 @@ _SCHEMA: dict[str, Any] = {
         "class_property": None,
         "target": None,
         "values": None,
+        **dict.fromkeys(_label_rasters.RASTER_KEYS),
     },
+    "pairs": dict.fromkeys(_pair_sources.PAIR_KEYS),
     "tiling": dict.fromkeys(DEFAULT_TILING),
     "training": dict.fromkeys(_TRAINING),
     "outputs": dict.fromkeys(("root", *_OUTPUT_KINDS)),
@@ -154,6 +158,10 @@ class Region:
             with ``helpers.sample_data.load_sample_region`` for what only the sample has.
         tiles: The class-folder tile dataset of a ``tiles`` config
             (:class:`helpers.tile_sources.TileSource`; such a region has no scene), else None.
+        label_raster: The label raster (``labels.raster``): ``labels`` then holds its path for
+            every date, see :mod:`helpers.label_rasters`.
+        pairs: The image/mask pairs (a ``pairs`` section instead of ``imagery``): no dates,
+            scenes or georeferencing, see :mod:`helpers.pair_sources`.
     """
 
     name: str
@@ -180,6 +188,8 @@ class Region:
     description: str = ""
     sample_root: Path | None = None
     tiles: Any = None
+    label_raster: _label_rasters.LabelRaster | None = None
+    pairs: _pair_sources.PairSource | None = None
 
     # ------------------------------------------------------------------ bands
 
@@ -223,6 +233,13 @@ class Region:
     # ------------------------------------------------------------------ labels and areas
 
     @property
+    def classes(self) -> dict[int, str]:
+        """Class index -> name of the segmentation masks: the class table of a label raster or
+        of the pairs (indices 0 .. K-1 in code order), else :attr:`class_names`."""
+        source = self.label_raster or self.pairs
+        return dict(enumerate(source.names)) if source is not None else self.class_names
+
+    @property
     def class_names(self) -> dict[int, str]:
         """Class names by label: binary (0 everything else, 1 the target), or the tiles' classes."""
         if self.tiles is not None:
@@ -240,6 +257,11 @@ class Region:
             raise KeyError(
                 f"Region {self.name!r} has no labels for {date}; it has labels for "
                 f"{', '.join(self.labels) or 'no date'} (labels.files in {self.config})."
+            )
+        if self.label_raster is not None:
+            raise TypeError(
+                f"Region {self.name!r} has a label raster, not vector labels: read it with "
+                "helpers.label_rasters.class_mask(region.label_raster, scene)."
             )
         gdf = _labels.read_vectors(
             self.labels[date], crs=crs, layer=self.label_layer, class_property=self.class_property
@@ -322,14 +344,17 @@ class Region:
         """A few lines describing the region, for the top of a notebook."""
         if self.tiles is not None:
             return self.tiles.summary(self.name, self.config, self.outputs.root)
+        if self.pairs is not None:
+            return _pair_sources.summary(self.pairs, self.name, self.config, self.outputs.root)
         info = _raster.describe(self.scenes[self.dates[0]])
+        label_files = dict.fromkeys(p.name for p in self.labels.values())
         lines = [
             f"region {self.name!r} ({self.config}): {len(self.dates)} date(s) "
             f"{', '.join(self.dates)}",
             f"  scenes: {info.width} x {info.height} px, {info.count} band(s) "
             f"{list(self.band_names)}, {info.dtype}, {info.resolution[0]:g} "
             f"{info.crs_units or 'units'} pixels, {info.crs.to_string() if info.crs else 'no CRS'}",
-            f"  labels: {self.target!r} from {', '.join(p.name for p in self.labels.values())}"
+            f"  labels: {self.target!r} from {', '.join(label_files)}"
             + (
                 f" where {self.class_property} in {list(self.target_values)}"
                 if self.class_property
@@ -664,17 +689,24 @@ def load_region(path: PathLike, *, check_files: bool = True, fetch: bool = False
 
     if "tiles" in data:  # class-folder tiles, no scene: helpers/tile_sources.py
         return _tile_sources.tile_region(data, config, base, name, outputs, check_files)
-    if ("sample" in data) == ("imagery" in data):
+    if sum(key in data for key in ("sample", "imagery", "pairs")) != 1:
         raise _fail(
             config,
             "",
-            "give exactly one of 'imagery' (your scenes, or a Sentinel-2 query) and 'sample' "
-            "(the course's generated sample region).",
+            "give exactly one of 'imagery' (your scenes, or a Sentinel-2 query), 'sample' "
+            "(the course's generated sample region), 'pairs' (image/mask files) and 'tiles' "
+            "(class-folder tiles).",
         )
     labels_cfg = data.get("labels") or {}
     imagery_cfg = data.get("imagery") or {}
     extras: dict[str, Any] = {}
-    if "sample" in data:
+    if "pairs" in data:  # image/mask files: no scenes, no dates, their own masks
+        if labels_cfg:
+            raise _fail(config, "labels", "pairs bring their own masks; remove 'labels'.")
+        extras["pairs"] = _pair_sources.parse_pairs(data["pairs"] or {}, base, config)
+        scenes, sentinel2, dates, label_files = {}, None, (), {}
+        target, default_seed = extras["pairs"].target, extras["pairs"].seed
+    elif "sample" in data:
         parts = _sample_parts(data["sample"] or {}, base, config)
         dates = parts.pop("dates")
         scenes, label_files = parts.pop("scenes"), parts.pop("labels")
@@ -696,7 +728,11 @@ def load_region(path: PathLike, *, check_files: bool = True, fetch: bool = False
                 "missing: say which vector file holds the labels (labels.file) and which class "
                 "to look for (labels.target).",
             )
-        label_files = _label_files(labels_cfg, dates, base, config)
+        if "raster" in labels_cfg:  # a GeoTIFF of class codes (helpers.label_rasters)
+            extras["label_raster"] = _label_rasters.parse_label_raster(labels_cfg, base, config)
+            label_files = dict.fromkeys(dates, extras["label_raster"].path)
+        else:
+            label_files = _label_files(labels_cfg, dates, base, config)
         target = labels_cfg.get("target")
         if not isinstance(target, str) or not target.strip():
             raise _fail(
@@ -792,13 +828,21 @@ def load_region(path: PathLike, *, check_files: bool = True, fetch: bool = False
     if fetch and sentinel2 is not None:
         Region(band_names=(), nodata=nodata, **region_kwargs).fetch_imagery()
 
+    if "pairs" in data:
+        pairs = extras["pairs"]
+        names = _pair_sources.check_pairs(pairs, tiling.patch_size, config) if check_files else ()
+        return Region(band_names=names or pairs.bands or (), nodata=nodata, **region_kwargs)
     if not check_files:
         names = tuple(b.lower() for b in bands_cfg) if bands_cfg else ()
         return Region(band_names=names, nodata=nodata, **region_kwargs)
     band_names, nodata = _check_scenes(scenes, bands_cfg, nodata, sentinel2, config)
     _check_sizes_fit_scene(tiling, scenes, config)
     region = Region(band_names=band_names, nodata=nodata, **region_kwargs)
-    _check_labels(region, config, "labels.files" if labels_cfg.get("files") else "labels.file")
+    if region.label_raster is not None:
+        for scene in scenes.values():
+            _label_rasters.check_label_raster(region.label_raster, scene, config)
+    else:
+        _check_labels(region, config, "labels.files" if labels_cfg.get("files") else "labels.file")
     _check_aoi(region, config)
     return region
 

@@ -403,3 +403,106 @@ def write_tiles_config(path: Path, tiles_folder: Path, outputs: Path, **tiles: A
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+#: Class table of :func:`make_label_raster_region`: the sample's land cover, merged to four.
+LABEL_RASTER_CLASSES = {1: "water", 2: "vegetation", 3: "bare", 4: "built-up"}
+_LANDCOVER_TO_LABEL = {1: 1, 2: 2, 3: 2, 4: 3, 5: 3, 6: 4, 7: 4}
+
+
+def make_label_raster_region(folder: Path, *, size: int = 256, seed: int = 5) -> Path:
+    """A region whose labels are a land-cover GeoTIFF of codes in EPSG:4326 (the imagery is in
+    UTM 37S): the sample's land cover merged to :data:`LABEL_RASTER_CLASSES`, 0 outside, and a
+    square of code 255 (ignored) in the middle. Returns the config path."""
+    import yaml
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    from helpers.sample_data import ensure_sample_region
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sample = ensure_sample_region(folder / "source", size=size, seed=seed, progress=False)
+    date = sample.dates[0]
+    with rasterio.open(sample.landcover[date]) as src:
+        codes, crs, transform = src.read(1), src.crs, src.transform
+    merged = np.zeros_like(codes)
+    for old, new in _LANDCOVER_TO_LABEL.items():
+        merged[codes == old] = new
+    quarter = size // 4
+    merged[quarter : 2 * quarter, quarter : 2 * quarter] = 255
+    dst_transform, width, height = calculate_default_transform(
+        crs, "EPSG:4326", size, size, *rasterio.transform.array_bounds(size, size, transform)
+    )
+    out = np.zeros((height, width), dtype="uint8")
+    reproject(merged, out, src_transform=transform, src_crs=crs, dst_transform=dst_transform,
+              dst_crs="EPSG:4326", resampling=Resampling.nearest)  # fmt: skip
+    raster = folder / "landcover_4326.tif"
+    write_geotiff(raster, out, crs="EPSG:4326", transform=dst_transform, nodata=None)
+    config = {
+        "name": "landcover",
+        "imagery": {"scenes": {d: str(sample.scenes[d]) for d in sample.dates}, "scale": 0.0001},
+        "labels": {
+            "raster": raster.name,
+            "classes": dict(LABEL_RASTER_CLASSES),
+            "ignore": [0, 255],
+            "target": "built-up",
+        },
+        "tiling": dict(SMALL_TILING) | {"positive": 0.25},  # built-up: at most 37 % of a patch
+        "outputs": {"root": "outputs"},
+    }
+    path = folder / "region.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+#: Class table of :func:`make_pair_region`.
+PAIR_CLASSES = {0: "clear", 1: "cloud", 2: "shadow"}
+
+
+def write_pair(folder: Path, stem: str, size: int, rng: np.random.Generator) -> None:
+    """One RGB PNG without georeferencing and its mask PNG: a bright cloud (1), its dark shadow
+    (2) to the lower right, clear ground (0) and a strip of 255 (ignored) along the top."""
+    from PIL import Image
+
+    mask = np.zeros((size, size), dtype="uint8")
+    r, c = rng.integers(size // 8, size // 2, 2)
+    radius = int(rng.integers(size // 8, size // 5))
+    rows, cols = np.mgrid[:size, :size]
+    shadow = (rows - r - radius) ** 2 + (cols - c - radius) ** 2 < radius**2
+    cloud = (rows - r) ** 2 + (cols - c) ** 2 < radius**2
+    mask[shadow] = 2
+    mask[cloud] = 1
+    mask[:3] = 255
+    level = np.select([mask == 1, mask == 2], [220, 30], default=110)
+    image = level[..., None] + rng.integers(-25, 26, (size, size, 3))
+    image[..., 2] += 10  # a little colour
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.clip(image, 0, 255).astype("uint8")).save(folder / "images" / f"{stem}.png")
+    Image.fromarray(mask).save(folder / "masks" / f"{stem}.png")
+
+
+def make_pair_region(folder: Path, *, count: int = 8, size: int = 96, seed: int = 3) -> Path:
+    """A region of ``count`` PNG image/mask pairs without georeferencing (3 classes, code 255
+    ignored), split by image. Returns the config path."""
+    import yaml
+
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        write_pair(folder / "data", f"scene_{i:02d}", size, rng)
+    config = {
+        "name": "clouds",
+        "pairs": {
+            "images": "data/images/*.png",
+            "masks": "data/masks",
+            "classes": dict(PAIR_CLASSES),
+            "ignore": [255],
+            "bands": ["red", "green", "blue"],
+            "target": "cloud",
+            "split": {"validation": 0.25, "test": 0.25, "seed": seed},
+        },
+        "tiling": dict(SMALL_TILING),
+        "outputs": {"root": "outputs"},
+    }
+    path = folder / "region.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path

@@ -171,7 +171,7 @@ def test_unet_segmentation_with_a_pretrained_resnet50_encoder(ctx, tmp_path):
         "STEPS_PER_EPOCH": 1,
     }
     run_notebooks.run_notebook(notebook, tmp_path / "out", params, html=False, timeout=900)
-    model, card = models.load_with_card(tmp_path / "models" / "settlement_unet.keras")
+    model, card = models.load_with_card(tmp_path / "models" / "informal_settlement_unet.keras")
     assert card["encoder"] == "resnet50" and card["pretrained"] is True
     assert card["scaling"]["method"] == "uint8_stretch"
     assert card["scaling"]["then"] == "imagenet_caffe"
@@ -214,7 +214,7 @@ def test_a_foreign_region_runs_the_patching_classification_and_segmentation_note
     assert card["bands"] == ["pan"] and classifier.input_shape[-1] == 1
     assert card["classes"] == {0: "other", 1: "refugee camp"}
     assert card["scaling"]["method"] == "uint8_stretch" and card["pretrained"] is False
-    unet, unet_card = models.load_with_card(region.outputs.models / "settlement_unet.keras")
+    unet, unet_card = models.load_with_card(region.outputs.models / "refugee_camp_unet.keras")
     assert unet_card["bands"] == ["pan"] and unet.input_shape[-1] == 1
     assert unet_card["classes"] == {0: "background", 1: "refugee camp"}
     assert not (region.outputs.models / "cloud_unet.keras").exists()  # no cloud masks here
@@ -367,3 +367,66 @@ def test_scene_notebooks_stop_on_a_tile_region_saying_it_has_no_scene(stem, tmp_
     notebook = ROOT / "notebooks" / f"{stem}.ipynb"
     with pytest.raises(run_notebooks.NotebookFailed, match="LookupError.*no scene.*03 and 04"):
         run_notebooks.run_notebook(notebook, tmp_path / "out", {"REGION": str(config)}, html=False)
+
+
+@pytest.mark.notebook
+def test_unet_notebook_trains_on_png_pairs_without_georeferencing(tmp_path):
+    """Notebook 05, unchanged, on PNG image/mask pairs (no CRS, no transform): three classes
+    and an ignore code, split by image; a softmax model named after the region's class table,
+    with per-class IoU beside the pixel baseline in its card."""
+    from conftest import PAIR_CLASSES, make_pair_region
+
+    from helpers import models, task_names
+
+    config = make_pair_region(tmp_path / "pairs")
+    region = load_region(config)
+    notebook = ROOT / "notebooks" / "05_unet_segmentation.ipynb"
+    params = {"REGION": str(config)} | _UNET_TRAINING
+    run_notebooks.run_notebook(notebook, tmp_path / "out", params, html=False, timeout=900)
+    assert task_names.model_path(region).name == "clouds_classes_unet.keras"
+    model, card = models.load_with_card(task_names.model_path(region))
+    assert card["classes"] == PAIR_CLASSES and card["bands"] == ["red", "green", "blue"]
+    assert model.output_shape[-1] == 3 and card["scaling"]["method"] == "uint8_stretch"
+    assert set(card["test_iou"]) == set(PAIR_CLASSES.values())
+    assert "split by image" in card["training_data"]
+    executed = (tmp_path / "out" / "notebooks" / notebook.name).read_text()
+    assert "IoU shadow" in executed and "IoU settlement" not in executed
+    assert (region.figures_dir(notebook.stem) / "clouds_classes_gallery.png").exists()
+
+
+@pytest.mark.notebook
+def test_label_raster_in_another_crs_runs_patching_and_unet_notebooks(tmp_path):
+    """A land-cover GeoTIFF of codes in EPSG:4326 over UTM imagery, with ignored codes:
+    notebook 02 labels patches from the target's share, notebook 05 trains a four-class U-Net."""
+    import pandas as pd
+    from conftest import LABEL_RASTER_CLASSES, make_label_raster_region
+
+    from helpers import models, task_names
+
+    config = make_label_raster_region(tmp_path / "landcover")
+    region = load_region(config)
+    for stem, knobs in {"02_patching": {}, "05_unet_segmentation": _UNET_TRAINING}.items():
+        notebook = ROOT / "notebooks" / f"{stem}.ipynb"
+        params = {"REGION": str(config)} | knobs
+        run_notebooks.run_notebook(notebook, tmp_path / "out", params, html=False, timeout=900)
+        assert sorted(region.figures_dir(stem).glob("*.png")), f"{stem} saved no figure"
+    index = pd.read_csv(region.outputs.datasets / "scene_npz" / "index.csv")
+    assert {0, 1} <= set(index["label"])
+    assert (region.outputs.datasets / "built_up_mask_2021.tif").exists()
+    model, card = models.load_with_card(task_names.model_path(region))
+    assert card["classes"] == dict(enumerate(LABEL_RASTER_CLASSES.values()))
+    assert model.output_shape[-1] == len(LABEL_RASTER_CLASSES)
+    assert "landcover_4326.tif" in card["training_data"]
+
+
+@pytest.mark.notebook
+def test_scene_notebooks_name_what_a_pair_region_lacks(tmp_path):
+    """Notebooks 06 and 07 map georeferenced scenes: on image/mask pairs they stop at once with
+    a message that says why and how to predict such images, not a KeyError half-way."""
+    from conftest import make_pair_region
+
+    config = make_pair_region(tmp_path / "pairs", count=3, size=64)
+    notebook = ROOT / "notebooks" / "06_scene_prediction.ipynb"
+    with pytest.raises(run_notebooks.NotebookFailed, match="image/mask pairs") as failed:
+        run_notebooks.run_notebook(notebook, tmp_path / "out", {"REGION": str(config)}, html=False)
+    assert "inference.predict" in str(failed.value)

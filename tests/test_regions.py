@@ -457,3 +457,59 @@ def test_the_suggestions_never_break_the_check(tmp_path, make_geotiff, monkeypat
     monkeypatch.setattr(region_suggestions.raster, "describe", unreadable)
     report = region_suggestions.suggestions_report(region)
     assert report == "suggestions unavailable: labels unreadable"
+
+
+def test_a_label_raster_region_is_validated_and_reads_as_classes(tmp_path):
+    """labels.raster: the class table, the target, checks against every scene."""
+    import yaml
+    from conftest import LABEL_RASTER_CLASSES, make_label_raster_region
+
+    from helpers import label_rasters
+
+    config = make_label_raster_region(tmp_path / "lc")
+    region = load_region(config)
+    assert region.label_raster is not None and region.target == "built-up"
+    assert region.classes == dict(enumerate(LABEL_RASTER_CLASSES.values()))
+    assert set(region.labels) == set(region.dates)
+    with pytest.raises(TypeError, match="label raster"):
+        region.read_labels(region.dates[0])
+    data = yaml.safe_load(config.read_text())
+    data["labels"]["classes"][9] = "snow"
+    config.write_text(yaml.safe_dump(data))
+    with pytest.raises(label_rasters.LabelRasterError, match=r"labels.classes: 9 \(snow\) never"):
+        load_region(config)
+    data["labels"]["classes"].pop(9)
+    data["labels"]["target"] = "houses"
+    config.write_text(yaml.safe_dump(data))
+    with pytest.raises(label_rasters.LabelRasterError, match="labels.target: 'houses'"):
+        load_region(config)
+
+
+def test_a_pair_region_has_no_scenes_and_takes_its_bands_from_the_config(tmp_path):
+    import yaml
+    from conftest import PAIR_CLASSES, make_pair_region
+
+    from helpers import pair_sources
+
+    config = make_pair_region(tmp_path / "pairs", count=4, size=64)
+    region = load_region(config)
+    assert region.dates == () and region.scenes == {} and region.pairs is not None
+    assert region.band_names == ("red", "green", "blue") and region.target == "cloud"
+    assert region.classes == PAIR_CLASSES and "4 image/mask pairs" in region.summary()
+    data = yaml.safe_load(config.read_text())
+    data["labels"] = {"file": "x.gpkg", "target": "x"}
+    config.write_text(yaml.safe_dump(data))
+    with pytest.raises(RegionConfigError, match="pairs bring their own masks"):
+        load_region(config)
+    data.pop("labels")
+    data["imagery"] = {"scenes": {"2020-01-01": "x.tif"}}
+    config.write_text(yaml.safe_dump(data))
+    with pytest.raises(RegionConfigError, match="exactly one of 'imagery'"):
+        load_region(config)
+    data.pop("imagery")
+    data["pairs"]["classes"] = {0: "clear", 1: "cloud"}
+    config.write_text(yaml.safe_dump(data))
+    with pytest.raises(
+        pair_sources.PairSourceError, match=r"pairs.classes: .* holds code\(s\) \[2\]"
+    ):
+        load_region(config)
