@@ -276,6 +276,19 @@ def test_patching_takes_data_as_users_have_it(variant, tmp_path):
     assert sorted(region.figures_dir("02_patching").glob("*.png"))
 
 
+def _run_tile_notebooks(config: Path, out: Path) -> Path:
+    """Run notebooks 03 and 04 on ``config`` with small training parameters; return ``out``."""
+    for stem, knobs in (
+        ("03_tile_classification", _TILE_TRAINING),
+        ("04_tile_evaluation_and_mapping", {}),
+    ):
+        notebook = ROOT / "notebooks" / f"{stem}.ipynb"
+        run_notebooks.run_notebook(
+            notebook, out, {"REGION": str(config)} | knobs, html=False, timeout=900
+        )
+    return out
+
+
 @pytest.mark.notebook
 def test_tile_notebooks_run_on_a_ten_class_folder_dataset(tmp_path):
     """Notebooks 03 and 04, unchanged, on a region of class-folder JPEG tiles with ten classes:
@@ -290,15 +303,7 @@ def test_tile_notebooks_run_on_a_ten_class_folder_dataset(tmp_path):
     tiles = write_class_folder_tiles(tmp_path / "eurosat_like", per_class=12, size=32)
     config = write_tiles_config(tmp_path / "landcover.yaml", tiles, tmp_path / "outputs")
     region = load_region(config)
-    out = tmp_path / "out"
-    for stem, knobs in (
-        ("03_tile_classification", _TILE_TRAINING),
-        ("04_tile_evaluation_and_mapping", {}),
-    ):
-        notebook = ROOT / "notebooks" / f"{stem}.ipynb"
-        run_notebooks.run_notebook(
-            notebook, out, {"REGION": str(config)} | knobs, html=False, timeout=900
-        )
+    out = _run_tile_notebooks(config, tmp_path / "out")
 
     classifier, card = models.load_with_card(region.outputs.models / "tile_classifier.keras")
     assert classifier.output_shape == (None, 10)
@@ -332,15 +337,7 @@ def test_tile_notebooks_run_on_two_classes_of_geotiff_tiles(tmp_path):
     bands = ["blue", "green", "red", "nir"]
     config = write_tiles_config(tmp_path / "water.yaml", tiles, tmp_path / "outputs", bands=bands)
     region = load_region(config)
-    out = tmp_path / "out"
-    for stem, knobs in (
-        ("03_tile_classification", _TILE_TRAINING),
-        ("04_tile_evaluation_and_mapping", {}),
-    ):
-        notebook = ROOT / "notebooks" / f"{stem}.ipynb"
-        run_notebooks.run_notebook(
-            notebook, out, {"REGION": str(config)} | knobs, html=False, timeout=900
-        )
+    out = _run_tile_notebooks(config, tmp_path / "out")
 
     classifier, card = models.load_with_card(region.outputs.models / "tile_classifier.keras")
     assert classifier.output_shape == (None, 1) and card["bands"] == bands
