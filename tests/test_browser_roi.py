@@ -66,6 +66,14 @@ def _prepare_notebook_08(tmp_path: Path) -> tuple[Path, int, int]:
             {
                 "name": "tiny",
                 "sample": {"folder": str(region), "size": 256, "seed": 42},
+                # sizes that fit a 256 px scene (the sample's 512 px blocks do not)
+                "tiling": {
+                    "patch_size": 64,
+                    "stride": 32,
+                    "tile_size": 32,
+                    "tile_stride": 16,
+                    "block_size": 128,
+                },
                 "outputs": {"root": str(tmp_path / "outputs")},
             }
         )
